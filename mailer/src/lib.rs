@@ -1,0 +1,33 @@
+//! `mailer`: electronic money that travels by email.
+//!
+//! Layers, bottom up (each uses only those above it in this list):
+//!
+//! - [`money`]: currencies, amounts in minor units, instants, rates. Pure.
+//! - [`crypto`]: ed25519 keys and signatures, SHA-256 digests, random ids.
+//! - [`cbor`]: the one module that knows the CBOR library.
+//! - [`limits`]: the hard limits on everything that comes from outside.
+//! - [`envelope`]: signed envelopes (kind + CBOR body + signer + signature)
+//!   and [`envelope::Signed`], an envelope with a typed body.
+//! - [`license`]: card keys, licenses, revocation lists.
+//! - [`note`]: issuances, payment links, notes, offline verification.
+//! - [`overspend`]: the issuer's overspend check and self-verifying proofs.
+//! - [`messages`]: every protocol message kind, and [`messages::Message`].
+//! - [`mime`]: protocol emails: build them (lettre) and read them
+//!   (mail-parser) into verified-able envelopes.
+//!
+//! Everything above `mime` is pure data and pure functions: no clock, no
+//! I/O, no async runtime, no database. Callers pass the time in.
+
+pub mod cbor;
+pub mod crypto;
+pub mod envelope;
+pub mod license;
+pub mod limits;
+pub mod messages;
+pub mod mime;
+pub mod money;
+pub mod note;
+pub mod overspend;
+
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
