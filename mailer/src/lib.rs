@@ -15,10 +15,19 @@
 //! - [`mime`]: protocol emails: build them (lettre) and read them
 //!   (mail-parser) into verified-able envelopes.
 //!
+//!
+//! The I/O edge (the only modules that touch a database or the network):
+//!
+//! - [`clock`]: the wall clock, read at the edges only.
+//! - [`outbox`]: outgoing mail as rows of the caller's database, queued in
+//!   the same transaction as the decision that produced it.
+//! - [`smtp`]: submission (lettre, rustls) and the outbox's sender loop.
+//!
 //! Everything above `mime` is pure data and pure functions: no clock, no
 //! I/O, no async runtime, no database. Callers pass the time in.
 
 pub mod cbor;
+pub mod clock;
 pub mod crypto;
 pub mod envelope;
 pub mod license;
@@ -27,7 +36,9 @@ pub mod messages;
 pub mod mime;
 pub mod money;
 pub mod note;
+pub mod outbox;
 pub mod overspend;
+pub mod smtp;
 
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;

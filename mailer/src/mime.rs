@@ -159,6 +159,9 @@ pub struct OutgoingMail {
     pub auto_reply: bool,
 }
 
+/// The last instant a Date header can carry: 9999-12-31T23:59:59Z.
+const LAST_DATE: u64 = 253_402_300_799;
+
 /// Builds the RFC 5322 bytes of a protocol mail.
 pub fn build_mail(mail: &OutgoingMail) -> Result<Vec<u8>, MimeError> {
     if mail.envelopes.is_empty() || mail.envelopes.len() > MAX_ATTACHMENTS {
@@ -166,6 +169,14 @@ pub fn build_mail(mail: &OutgoingMail) -> Result<Vec<u8>, MimeError> {
             found: mail.envelopes.len(),
             max: MAX_ATTACHMENTS,
         });
+    }
+    // lettre writes the Date header with httpdate, which panics on instants
+    // after 9999-12-31T23:59:59Z (and SystemTime may overflow before that).
+    if mail.date.unix() > LAST_DATE {
+        return Err(MimeError::Build(format!(
+            "date {} is after the year 9999",
+            mail.date.unix()
+        )));
     }
     let date = SystemTime::UNIX_EPOCH + Duration::from_secs(mail.date.unix());
     let mut builder = lettre::Message::builder()
@@ -308,29 +319,44 @@ pub fn parse_mail(raw: &[u8]) -> Result<ReceivedMail, MimeError> {
     let msg = MessageParser::default()
         .parse(raw)
         .ok_or(MimeError::NotMime)?;
-    if msg.root_part().headers().is_empty() {
+    // mail-parser takes a last line without a colon, and any bytes before a
+    // colon, for a header name (so "hello" or binary junk would be a mail):
+    // a mail needs one real field, a name of printable ASCII (RFC 5322
+    // section 2.2) ended by a colon.
+    let has_field = msg.root_part().headers().iter().any(|h| {
+        let name = h.name.as_str();
+        !name.is_empty()
+            && name.bytes().all(|b| b.is_ascii_graphic())
+            && raw
+                .get(..h.offset_start as usize)
+                .is_some_and(|r| r.ends_with(b":"))
+    });
+    if !has_field {
         return Err(MimeError::NotMime);
     }
     let headers = headers_of(&msg);
     let raw_message = msg.raw_message();
     let mut envelopes = Vec::new();
     let mut other_types: Vec<String> = Vec::new();
+    // Counted before any is decoded, so that the error names them all.
+    let found = msg
+        .parts
+        .iter()
+        .filter(|p| content_type_of(p) == CBOR_CONTENT_TYPE)
+        .count();
+    if found > MAX_ATTACHMENTS {
+        return Err(MimeError::TooManyAttachments {
+            found,
+            max: MAX_ATTACHMENTS,
+        });
+    }
     // Only this message's own parts: a nested message/rfc822 (a bounce that
     // quotes our mail, a forward) is never taken for a new request.
     for (i, part) in msg.parts.iter().enumerate() {
         if i == 0 && part.is_multipart() {
             continue;
         }
-        let ctype = part
-            .content_type()
-            .map(|c| {
-                format!(
-                    "{}/{}",
-                    c.ctype().to_ascii_lowercase(),
-                    c.subtype().unwrap_or("").to_ascii_lowercase()
-                )
-            })
-            .unwrap_or_default();
+        let ctype = content_type_of(part);
         if ctype != CBOR_CONTENT_TYPE {
             let is_text_body = msg.text_body.contains(&(i as u32))
                 || msg.html_body.contains(&(i as u32))
@@ -341,12 +367,6 @@ pub fn parse_mail(raw: &[u8]) -> Result<ReceivedMail, MimeError> {
             continue;
         }
         let index = envelopes.len();
-        if index >= MAX_ATTACHMENTS {
-            return Err(MimeError::TooManyAttachments {
-                found: index + 1,
-                max: MAX_ATTACHMENTS,
-            });
-        }
         let bytes = attachment_bytes(raw_message, part, index)?;
         let env = Envelope::from_bytes(&bytes)
             .map_err(|source| MimeError::BadEnvelope { index, source })?;
@@ -373,6 +393,19 @@ pub fn parse_mail(raw: &[u8]) -> Result<ReceivedMail, MimeError> {
     })
 }
 
+/// A part's `type/subtype` in lower case, or "" when it has none.
+fn content_type_of(part: &mail_parser::MessagePart<'_>) -> String {
+    part.content_type()
+        .map(|c| {
+            format!(
+                "{}/{}",
+                c.ctype().to_ascii_lowercase(),
+                c.subtype().unwrap_or("").to_ascii_lowercase()
+            )
+        })
+        .unwrap_or_default()
+}
+
 /// The decoded bytes of an attachment. Base64 is decoded here, strictly,
 /// from the raw part body; other encodings are taken as mail-parser decoded
 /// them, unless it reported a problem.
@@ -386,36 +419,45 @@ fn attachment_bytes(
         len,
         max: MAX_ENVELOPE_BYTES,
     };
-    match part.encoding {
-        Encoding::Base64 => {
-            let start = part.raw_body_offset() as usize;
-            let end = (part.raw_end_offset() as usize).min(raw.len());
-            let body = raw.get(start..end).unwrap_or(&[]);
-            if body.len() / 4 * 3 > MAX_ENVELOPE_BYTES + 8 {
-                return Err(too_large(body.len() / 4 * 3));
-            }
-            let compact: Vec<u8> = body
-                .iter()
-                .copied()
-                .filter(|b| !b.is_ascii_whitespace())
-                .collect();
-            base64::engine::general_purpose::STANDARD
-                .decode(&compact)
-                .map_err(|_| MimeError::BadBase64 { index })
+    // mail-parser sets `encoding` to None when its own (lenient) base64
+    // decoding fails, so the header decides.
+    let base64 = part.encoding == Encoding::Base64
+        || part
+            .content_transfer_encoding()
+            .is_some_and(|e| e.trim().eq_ignore_ascii_case("base64"));
+    if base64 {
+        let start = part.raw_body_offset() as usize;
+        let end = (part.raw_end_offset() as usize).min(raw.len());
+        let body = raw.get(start..end).unwrap_or(&[]);
+        let compact: Vec<u8> = body
+            .iter()
+            .copied()
+            .filter(|b| !b.is_ascii_whitespace())
+            .collect();
+        // 4 characters carry 3 bytes, less up to 2 for padding; line
+        // ends do not count.
+        if compact.len() / 4 * 3 > MAX_ENVELOPE_BYTES + 2 {
+            return Err(too_large(compact.len() / 4 * 3));
         }
-        _ => {
-            if part.is_encoding_problem {
-                return Err(MimeError::BadTransferEncoding { index });
-            }
-            let bytes = match &part.body {
-                PartType::Binary(b) | PartType::InlineBinary(b) => b.to_vec(),
-                PartType::Text(t) | PartType::Html(t) => t.as_bytes().to_vec(),
-                _ => Vec::new(),
-            };
-            if bytes.len() > MAX_ENVELOPE_BYTES {
-                return Err(too_large(bytes.len()));
-            }
-            Ok(bytes)
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(&compact)
+            .map_err(|_| MimeError::BadBase64 { index })?;
+        if bytes.len() > MAX_ENVELOPE_BYTES {
+            return Err(too_large(bytes.len()));
         }
+        Ok(bytes)
+    } else {
+        if part.is_encoding_problem {
+            return Err(MimeError::BadTransferEncoding { index });
+        }
+        let bytes = match &part.body {
+            PartType::Binary(b) | PartType::InlineBinary(b) => b.to_vec(),
+            PartType::Text(t) | PartType::Html(t) => t.as_bytes().to_vec(),
+            _ => Vec::new(),
+        };
+        if bytes.len() > MAX_ENVELOPE_BYTES {
+            return Err(too_large(bytes.len()));
+        }
+        Ok(bytes)
     }
 }

@@ -1,0 +1,92 @@
+//! The architecture's invariants, checked on the source: the protocol core
+//! of `mailer` does no I/O and reads no clock; `issuer`, `agent` and
+//! `wallet` never depend on each other. See ARCHITECTURE.md.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests
+
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The pure protocol modules: everything below the MIME layer.
+const PURE: &[&str] = &[
+    "money.rs",
+    "crypto.rs",
+    "cbor.rs",
+    "limits.rs",
+    "envelope.rs",
+    "license.rs",
+    "note.rs",
+    "overspend.rs",
+    "messages",
+];
+
+const FORBIDDEN: &[&str] = &[
+    "tokio",
+    "rusqlite",
+    "async_imap",
+    "lettre",
+    "mail_parser",
+    "std::net",
+    "std::fs",
+    "std::process",
+    "std::thread",
+    "SystemTime::now",
+    "Instant::now",
+    "std::env",
+];
+
+fn rust_files(p: &Path, out: &mut Vec<PathBuf>) {
+    if p.is_dir() {
+        for e in std::fs::read_dir(p).unwrap() {
+            rust_files(&e.unwrap().path(), out);
+        }
+    } else if p.extension().is_some_and(|e| e == "rs") {
+        out.push(p.to_path_buf());
+    }
+}
+
+#[test]
+fn protocol_core_does_no_io_and_reads_no_clock() {
+    let src = root().join("mailer/src");
+    let mut files = Vec::new();
+    for m in PURE {
+        rust_files(&src.join(m), &mut files);
+    }
+    assert!(
+        files.len() >= PURE.len(),
+        "pure modules not found: {files:?}"
+    );
+    let mut violations = Vec::new();
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            for word in FORBIDDEN {
+                if code.contains(word) {
+                    violations.push(format!("{}:{}: {word}", f.display(), n + 1));
+                }
+            }
+        }
+    }
+    assert!(violations.is_empty(), "{violations:#?}");
+}
+
+#[test]
+fn daemons_and_wallet_do_not_depend_on_each_other() {
+    let crates = ["issuer", "agent", "wallet"];
+    for c in crates {
+        let manifest = std::fs::read_to_string(root().join(c).join("Cargo.toml")).unwrap();
+        for other in crates.iter().filter(|o| **o != c) {
+            let dep = format!("\n{other} ");
+            let dep2 = format!("\n{other}.");
+            let dep3 = format!("\n{other}=");
+            assert!(
+                !manifest.contains(&dep) && !manifest.contains(&dep2) && !manifest.contains(&dep3),
+                "{c} depends on {other}"
+            );
+        }
+    }
+}
