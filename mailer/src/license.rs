@@ -79,10 +79,13 @@ pub enum LicenseError {
     TooMany(usize),
 }
 
-/// Verified licenses of one issuer and currency, by payment key.
+/// Verified licenses of one issuer and currency, by payment key. A card may
+/// hold several (a renewal does not void the license its older links were
+/// signed under).
 #[derive(Clone, Debug, Default)]
 pub struct LicenseBook {
-    by_payment_key: BTreeMap<PublicKey, License>,
+    by_payment_key: BTreeMap<PublicKey, Vec<License>>,
+    count: usize,
 }
 
 impl LicenseBook {
@@ -125,27 +128,42 @@ impl LicenseBook {
     }
 
     /// Adds a license the caller already trusts (one it issued or stored
-    /// after verification). A later license for the same key replaces an
-    /// earlier one only if it runs longer.
+    /// after verification). The same license twice is kept once.
     pub fn add_trusted(&mut self, license: License) {
-        let key = license.card.payment;
-        match self.by_payment_key.get(&key) {
-            Some(old) if old.expires_at >= license.expires_at => {}
-            _ => {
-                self.by_payment_key.insert(key, license);
-            }
+        let list = self.by_payment_key.entry(license.card.payment).or_default();
+        if !list.contains(&license) {
+            list.push(license);
+            self.count += 1;
         }
     }
 
-    pub fn get(&self, payment_key: &PublicKey) -> Option<&License> {
-        self.by_payment_key.get(payment_key)
+    /// Whether the card with this payment key holds any license here.
+    pub fn knows(&self, payment_key: &PublicKey) -> bool {
+        self.by_payment_key.contains_key(payment_key)
     }
 
+    /// A license of this card that covers `at`, if any.
+    pub fn covering(&self, payment_key: &PublicKey, at: Timestamp) -> Option<&License> {
+        self.by_payment_key
+            .get(payment_key)?
+            .iter()
+            .find(|l| l.covers(at))
+    }
+
+    /// The license of this card that runs longest.
+    pub fn latest(&self, payment_key: &PublicKey) -> Option<&License> {
+        self.by_payment_key
+            .get(payment_key)?
+            .iter()
+            .max_by_key(|l| l.expires_at)
+    }
+
+    /// Number of licenses held.
     pub fn len(&self) -> usize {
-        self.by_payment_key.len()
+        self.count
     }
     pub fn is_empty(&self) -> bool {
-        self.by_payment_key.is_empty()
+        self.count == 0
     }
 }
 
@@ -275,7 +293,15 @@ mod tests {
             Currency::JPY,
         )
         .unwrap();
-        assert_eq!(book.get(&card(5).payment), Some(&l));
+        assert_eq!(
+            book.covering(&card(5).payment, Timestamp::from_unix(15)),
+            Some(&l)
+        );
+        assert_eq!(
+            book.covering(&card(5).payment, Timestamp::from_unix(25)),
+            None
+        );
+        assert!(book.knows(&card(5).payment));
         assert!(l.covers(Timestamp::from_unix(10)) && !l.covers(Timestamp::from_unix(21)));
         let other = SecretKey::from_seed([2; 32]).public();
         assert!(
@@ -285,6 +311,35 @@ mod tests {
             LicenseBook::from_signed(&[signed], &issuer.public(), Currency::USD),
             Err(LicenseError::WrongCurrency { .. })
         ));
+    }
+
+    #[test]
+    fn a_renewal_keeps_the_old_license_valid_for_old_links() {
+        let mut book = LicenseBook::new();
+        let old = License {
+            currency: Currency::JPY,
+            card: card(5),
+            issued_at: Timestamp::from_unix(10),
+            expires_at: Timestamp::from_unix(20),
+        };
+        let renewed = License {
+            issued_at: Timestamp::from_unix(19),
+            expires_at: Timestamp::from_unix(40),
+            ..old.clone()
+        };
+        book.add_trusted(old.clone());
+        book.add_trusted(renewed.clone());
+        book.add_trusted(renewed.clone());
+        assert_eq!(book.len(), 2);
+        assert_eq!(
+            book.covering(&card(5).payment, Timestamp::from_unix(12)),
+            Some(&old)
+        );
+        assert_eq!(
+            book.covering(&card(5).payment, Timestamp::from_unix(30)),
+            Some(&renewed)
+        );
+        assert_eq!(book.latest(&card(5).payment), Some(&renewed));
     }
 
     #[test]

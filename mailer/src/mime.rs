@@ -69,6 +69,25 @@ pub enum MimeError {
     Build(String),
 }
 
+impl MimeError {
+    /// The error code an error reply to such a mail carries.
+    pub fn code(&self) -> crate::messages::ErrorCode {
+        use crate::messages::ErrorCode;
+        match self {
+            MimeError::TooLarge { .. } | MimeError::AttachmentTooLarge { .. } => {
+                ErrorCode::TooLarge
+            }
+            MimeError::NoAttachment | MimeError::WrongContentType { .. } => ErrorCode::NoEnvelope,
+            MimeError::TooManyAttachments { .. } => ErrorCode::LimitExceeded,
+            MimeError::BadEnvelope { source, .. } => ErrorCode::for_envelope(source),
+            MimeError::BadBase64 { .. } | MimeError::BadTransferEncoding { .. } => {
+                ErrorCode::BadEnvelope
+            }
+            _ => ErrorCode::MalformedMail,
+        }
+    }
+}
+
 /// A Message-ID without its angle brackets (`local@domain`).
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct MessageId(String);
@@ -247,7 +266,10 @@ pub struct ReceivedMail {
     /// The From address as written: informational only, never proof.
     pub from: Option<String>,
     pub subject: Option<String>,
-    /// `Auto-Submitted` other than `no` (RFC 3834): never auto-answer it.
+    /// `Auto-Submitted` other than `no` (RFC 3834). Protocol replies are
+    /// marked so (they are automatic); a receiver still answers them as the
+    /// protocol says, but never sends an *error* reply to such a mail, so
+    /// two robots cannot bounce errors at each other forever.
     pub auto_submitted: bool,
     pub envelopes: Vec<Envelope>,
 }

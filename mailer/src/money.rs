@@ -323,6 +323,14 @@ impl Rate {
     }
 }
 
+impl Rate {
+    /// Whether this rate can be used: positive, at most [`Rate::MAX_SCALE`]
+    /// decimals. A rate decoded from outside is checked with this.
+    pub fn is_valid(&self) -> bool {
+        self.mantissa > 0 && self.scale <= Self::MAX_SCALE
+    }
+}
+
 impl FromStr for Rate {
     type Err = MoneyError;
     fn from_str(s: &str) -> Result<Rate, MoneyError> {

@@ -29,8 +29,8 @@ pub struct Issuance {
     pub value: Amount,
     pub holder: PublicKey,
     pub issued_at: Timestamp,
-    /// After this instant the note is no longer accepted in payment; it can
-    /// still be deposited (see the issuer's rules).
+    /// After this instant the note is no longer accepted in payment; its
+    /// holder can still deposit it ([`NotePolicy::accept_expired`]).
     pub expires_at: Timestamp,
 }
 
@@ -145,6 +145,8 @@ pub enum NoteError {
     },
     #[error("link {index} was signed after the note expired")]
     SignedAfterExpiry { index: usize },
+    #[error("link {index} is dated before the payment that gave its signer the note")]
+    SignedBeforeParent { index: usize },
     #[error("link {index} is dated in the future ({signed_at}, now {now})")]
     SignedInFuture {
         index: usize,
@@ -209,6 +211,9 @@ pub struct NotePolicy<'a> {
     /// The newest revocation list the verifier has.
     pub revocations: &'a Revocations,
     pub expect: Expect,
+    /// Take notes past their expiry (the issuer does, on deposit: expiry
+    /// ends a note's circulation, not its value).
+    pub accept_expired: bool,
 }
 
 /// Why a payment could not be made from a note.
@@ -410,13 +415,14 @@ fn verify_note(note: &Note, p: &NotePolicy<'_>) -> Result<NoteView, NoteError> {
             now: p.now,
         });
     }
-    if p.now > iss.expires_at {
+    if p.now > iss.expires_at && !p.accept_expired {
         return Err(NoteError::Expired {
             expires_at: iss.expires_at,
             now: p.now,
         });
     }
     let last = note.links.len().checked_sub(1);
+    let mut previous_time = iss.issued_at;
     for (index, link) in note.links.iter().enumerate() {
         let l = link.unverified();
         let signer = link.signer();
@@ -430,27 +436,34 @@ fn verify_note(note: &Note, p: &NotePolicy<'_>) -> Result<NoteView, NoteError> {
                 now: p.now,
             });
         }
-        match p.licenses.get(signer) {
-            None => {
-                return Err(NoteError::NotLicensed {
-                    index,
-                    key: *signer,
-                })
-            }
-            Some(lic) if !lic.covers(l.signed_at) => {
-                return Err(NoteError::LicenseNotValid {
-                    index,
-                    key: *signer,
-                    at: l.signed_at,
-                })
-            }
-            Some(_) => {}
+        // Times may only go forward along the chain (within the clock skew
+        // people's computers have): a card cannot date its link before the
+        // payment that gave it the note, which bounds how far a revoked card
+        // can back-date.
+        if l.signed_at.saturating_add_secs(MAX_CLOCK_SKEW_SECS) < previous_time {
+            return Err(NoteError::SignedBeforeParent { index });
+        }
+        previous_time = l.signed_at;
+        if !p.licenses.knows(signer) {
+            return Err(NoteError::NotLicensed {
+                index,
+                key: *signer,
+            });
+        }
+        if p.licenses.covering(signer, l.signed_at).is_none() {
+            return Err(NoteError::LicenseNotValid {
+                index,
+                key: *signer,
+                at: l.signed_at,
+            });
         }
         if let Some(revoked_at) = p.revocations.revoked_at(signer) {
             // Links are judged as of the time they were signed; but the card
             // paying us now must not be revoked now, whatever date it
             // writes on its link.
-            let paying_us_now = Some(index) == last && matches!(p.expect, Expect::Paid { .. });
+            let paying_us_now = Some(index) == last
+                && matches!(p.expect, Expect::Paid { .. })
+                && revoked_at <= p.now;
             if revoked_at <= l.signed_at || paying_us_now {
                 return Err(NoteError::Revoked {
                     index,
@@ -501,4 +514,96 @@ fn verify_note(note: &Note, p: &NotePolicy<'_>) -> Result<NoteView, NoteError> {
         expires_at: iss.expires_at,
         states,
     })
+}
+
+/// Which note of a bundle failed, and how.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BundleError {
+    #[error("the message carries no notes")]
+    Empty,
+    #[error("note {index}: {error}")]
+    Note {
+        index: usize,
+        #[source]
+        error: NoteError,
+    },
+    #[error("note {index} ends in the same state as note {other}")]
+    SameState { index: usize, other: usize },
+    #[error("notes {index} and {other} spend more from one state than it held")]
+    Overspent { index: usize, other: usize },
+    #[error("the notes carry {found} in total, not the {declared} declared")]
+    WrongTotal { declared: u64, found: u64 },
+    #[error("the notes' total overflows")]
+    Overflow,
+}
+
+/// What verification established about the notes of one message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BundleView {
+    pub notes: Vec<NoteView>,
+    /// The sum of what the last links (or issuances) transfer.
+    pub total: Amount,
+}
+
+/// Verifies every note of one message (a payment, a deposit...) under the
+/// same policy, and the message as a whole: no two notes end in the same
+/// state, no state is spent beyond its value by the notes together (two
+/// partial payments out of one state in one message), and, if `declared` is
+/// given, the transferred amounts add up to it.
+pub fn verify_bundle(
+    notes: &[Note],
+    policy: &NotePolicy<'_>,
+    declared: Option<Amount>,
+) -> Result<BundleView, BundleError> {
+    if notes.is_empty() {
+        return Err(BundleError::Empty);
+    }
+    let mut views = Vec::with_capacity(notes.len());
+    for (index, note) in notes.iter().enumerate() {
+        views.push(
+            note.verify(policy)
+                .map_err(|error| BundleError::Note { index, error })?,
+        );
+    }
+    // Each (state -> first note that spends from it, amount spent) seen.
+    let mut ends = std::collections::BTreeMap::new();
+    let mut spent: std::collections::BTreeMap<Digest, (usize, u128, Amount)> =
+        std::collections::BTreeMap::new();
+    for (index, v) in views.iter().enumerate() {
+        if let Some(other) = ends.insert(v.current().id, index) {
+            return Err(BundleError::SameState { index, other });
+        }
+        // Each link on the path spends from the state before it.
+        for pair in v.states.windows(2) {
+            let (from, to) = (pair[0], pair[1]);
+            let e = spent.entry(from.id).or_insert((index, 0, from.value));
+            // A link shared by two notes' paths (same id) counts once.
+            if !ends_contains_link(&views[..index], &to.id) {
+                e.1 += u128::from(to.value.minor_units());
+            }
+            if e.1 > u128::from(e.2.minor_units()) {
+                return Err(BundleError::Overspent { index, other: e.0 });
+            }
+        }
+    }
+    let total = Amount::checked_sum(views.iter().map(|v| v.current().value))
+        .ok_or(BundleError::Overflow)?;
+    if let Some(d) = declared {
+        if d != total {
+            return Err(BundleError::WrongTotal {
+                declared: d.minor_units(),
+                found: total.minor_units(),
+            });
+        }
+    }
+    Ok(BundleView {
+        notes: views,
+        total,
+    })
+}
+
+/// Whether any earlier note's path passes through state `id`.
+fn ends_contains_link(earlier: &[NoteView], id: &Digest) -> bool {
+    earlier.iter().any(|v| v.states.iter().any(|s| &s.id == id))
 }

@@ -298,7 +298,8 @@ pub struct Overspend {
 }
 
 impl OverspendProof {
-    /// The proof's identity (stable across re-encodings).
+    /// The proof's identity: stable across re-encodings and whatever order
+    /// the conflicting links are listed in.
     pub fn id(&self) -> Digest {
         let mut parts: Vec<Vec<u8>> = vec![
             PROTOCOL_TAG.to_vec(),
@@ -307,9 +308,18 @@ impl OverspendProof {
         ];
         parts.extend(self.path.iter().map(|l| l.id().0.to_vec()));
         parts.push(b"conflicting".to_vec());
-        parts.extend(self.conflicting.iter().map(|l| l.id().0.to_vec()));
+        let mut conflicting: Vec<Vec<u8>> =
+            self.conflicting.iter().map(|l| l.id().0.to_vec()).collect();
+        conflicting.sort();
+        parts.extend(conflicting);
         let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
         digest(&refs)
+    }
+
+    /// Checks the proof's sizes (for a proof decoded from outside).
+    pub fn check_limits(&self) -> Result<(), String> {
+        crate::envelope::check_len("proof path", self.path.len(), MAX_CHAIN)?;
+        crate::envelope::check_len("conflicting links", self.conflicting.len(), MAX_CONFLICTING)
     }
 
     /// Checks the proof with public keys alone: the issuance is signed by

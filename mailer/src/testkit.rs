@@ -125,6 +125,7 @@ pub fn verify_paid(
             payee: to.payment,
             challenge: chall,
         },
+        accept_expired: false,
     })
 }
 
@@ -194,7 +195,7 @@ pub fn sample_messages() -> Vec<crate::messages::Message> {
             issued_at: NOW,
             entries: vec![crate::license::Revocation {
                 payment_key: alice_jpy.keys().payment,
-                revoked_at: NOW,
+                revoked_at: NOW.saturating_add_secs(60),
                 reason: crate::license::RevocationReason::Overspend { proof: proof.id() },
             }],
         },
@@ -254,12 +255,23 @@ pub fn sample_messages() -> Vec<crate::messages::Message> {
         1000,
         Deposit::challenge_for(&account.public()),
     );
+    // The agent's card passes on the note alice also paid to bob.
+    let y_dep = pay(
+        &y,
+        &agent_jpy,
+        &CardKeys {
+            payment: jpy.key.public(),
+            auth: jpy.key.public(),
+        },
+        500,
+        Deposit::challenge_for(&account.public()),
+    );
     let deposit = s(Signed::sign(
         Deposit {
             request_id: id(2),
             currency: Currency::JPY,
-            notes: vec![deposit_link.clone()],
-            licenses: vec![lic_alice_jpy.clone()],
+            notes: vec![deposit_link.clone(), y_dep.clone()],
+            licenses: vec![lic_alice_jpy.clone(), lic_agent_jpy.clone()],
         },
         &account,
     ));
@@ -280,7 +292,7 @@ pub fn sample_messages() -> Vec<crate::messages::Message> {
                     },
                     DepositResult {
                         note: note500.id(),
-                        state: y.state(),
+                        state: y_dep.state(),
                         amount: Amount::new(500),
                         result: DepositOutcome::Overspent {
                             proof: Box::new(proof.clone()),
@@ -379,7 +391,7 @@ pub fn sample_messages() -> Vec<crate::messages::Message> {
         a1: Amount::new(1000),
         d1: NOW.saturating_add_secs(3_600),
         receive_currency: Currency::USD,
-        a2: Amount::new(667),
+        a2: Amount::new(670),
         d2: NOW.saturating_add_secs(7_200),
         rate,
         agent: agent.public(),
@@ -436,7 +448,7 @@ pub fn sample_messages() -> Vec<crate::messages::Message> {
         &alice_usd.auth,
     ));
     msgs.push(request.clone().into());
-    let to_alice = pay(&usd_note, &agent_usd, &alice_usd.keys(), 667, challenge(8));
+    let to_alice = pay(&usd_note, &agent_usd, &alice_usd.keys(), 670, challenge(8));
     msgs.push(
         s(Signed::sign(
             SecondPayment {
@@ -457,16 +469,26 @@ pub fn sample_messages() -> Vec<crate::messages::Message> {
                 payment: first.id(),
                 reason: ErrorCode::FirstPaymentLate,
                 notes: vec![back],
-                licenses: vec![lic_agent_jpy.clone()],
+                licenses: vec![lic_alice_jpy.clone(), lic_agent_jpy.clone()],
             },
             &agent,
         ))
         .into(),
     );
+    // A second, different request for the paid exchange: a double demand,
+    // refused with the request that was paid as evidence.
+    let second_request = s(Signed::sign(
+        SecondPaymentRequest {
+            tr_id: id(5),
+            signed_offer: signed_offer.id(),
+            challenge: challenge(9),
+        },
+        &alice_usd.auth,
+    ));
     msgs.push(
         s(Signed::sign(
             ErrorReply {
-                request: Some(request.id()),
+                request: Some(second_request.id()),
                 request_kind: Some("second-payment-request".into()),
                 code: ErrorCode::DoubleDemand,
                 reason: "exchange already paid against another request".into(),

@@ -46,6 +46,7 @@ fn policy<'a>(
         licenses: book,
         revocations: rev,
         expect,
+        accept_expired: false,
     }
 }
 
@@ -297,6 +298,7 @@ fn wrong_currency_and_wrong_issuer_are_refused() {
             payee: w.bob.keys().payment,
             challenge: challenge(1),
         },
+        accept_expired: false,
     };
     assert_eq!(
         paid.verify(&p),
@@ -414,27 +416,32 @@ fn unlicensed_and_revoked_signers_are_refused() {
         paid.verify(&policy(&w, &pk, &book, &before, expect)),
         Err(NoteError::Revoked { index: 0, .. })
     ));
-    // Revoked after the link was signed: still refused when that card is
-    // the one paying us now (it could backdate its link).
+    // Revoked after the link was signed, and before now: still refused when
+    // that card is the one paying us (it could back-date its link).
     let after = revoke(NOW.saturating_add_secs(10));
+    let mut later = policy(&w, &pk, &book, &after, expect);
+    later.now = NOW.saturating_add_secs(20);
     assert!(matches!(
-        paid.verify(&policy(&w, &pk, &book, &after, expect)),
+        paid.verify(&later),
         Err(NoteError::Revoked { index: 0, .. })
     ));
+    // A revocation dated after our now does not apply yet.
+    paid.verify(&policy(&w, &pk, &book, &after, expect))
+        .unwrap();
     // But an earlier holder revoked after its link is judged by link time.
     let onward = pay(&paid, &w.bob, &w.carol.keys(), 300, challenge(2));
-    onward
-        .verify(&policy(
-            &w,
-            &pk,
-            &book,
-            &after,
-            Expect::Paid {
-                payee: w.carol.keys().payment,
-                challenge: challenge(2),
-            },
-        ))
-        .unwrap();
+    let mut onward_policy = policy(
+        &w,
+        &pk,
+        &book,
+        &after,
+        Expect::Paid {
+            payee: w.carol.keys().payment,
+            challenge: challenge(2),
+        },
+    );
+    onward_policy.now = NOW.saturating_add_secs(20);
+    onward.verify(&onward_policy).unwrap();
     // A license that does not cover the link's time.
     let mut short = LicenseBook::new();
     for l in &w.jpy.licenses {
@@ -547,4 +554,150 @@ fn notes_survive_cbor_round_trip_byte_for_byte() {
     assert_eq!(back, paid);
     assert_eq!(mailer::cbor::to_vec(&back).unwrap(), bytes);
     verify_paid(&w.jpy, &back, &w.bob.keys(), Challenge([7; 32])).unwrap();
+}
+
+#[test]
+fn links_may_not_be_dated_before_the_payment_that_gave_the_note() {
+    let mut w = world();
+    let n = w.jpy.issue(500, &w.alice.keys());
+    let to_bob = pay(&n, &w.alice, &w.bob.keys(), 500, challenge(1));
+    // Bob dates his onward link an hour before Alice paid him.
+    let backdated = to_bob
+        .pay(
+            &w.bob.payment,
+            w.carol.keys().payment,
+            Amount::new(500),
+            challenge(2),
+            NOW.saturating_sub_secs(3_600),
+        )
+        .unwrap();
+    assert_eq!(
+        verify_paid(&w.jpy, &backdated, &w.carol.keys(), challenge(2)),
+        Err(NoteError::SignedBeforeParent { index: 1 })
+    );
+    // A few minutes of clock skew is tolerated.
+    let skewed = to_bob
+        .pay(
+            &w.bob.payment,
+            w.carol.keys().payment,
+            Amount::new(500),
+            challenge(2),
+            NOW.saturating_sub_secs(300),
+        )
+        .unwrap();
+    verify_paid(&w.jpy, &skewed, &w.carol.keys(), challenge(2)).unwrap();
+}
+
+#[test]
+fn the_issuer_takes_back_expired_notes() {
+    let mut w = world();
+    let n = w.jpy.issue(500, &w.alice.keys());
+    let paid = pay(&n, &w.alice, &w.bob.keys(), 500, challenge(1));
+    let pk = w.jpy.key.public();
+    let book = w.jpy.book();
+    let none = Revocations::none();
+    let mut p = policy(
+        &w,
+        &pk,
+        &book,
+        &none,
+        Expect::Paid {
+            payee: w.bob.keys().payment,
+            challenge: challenge(1),
+        },
+    );
+    p.now = n
+        .issuance
+        .unverified()
+        .expires_at
+        .saturating_add_secs(86_400);
+    assert!(matches!(paid.verify(&p), Err(NoteError::Expired { .. })));
+    p.accept_expired = true;
+    paid.verify(&p).unwrap();
+}
+
+#[test]
+fn a_renewed_license_does_not_void_older_links() {
+    let mut w = world();
+    let n = w.jpy.issue(500, &w.alice.keys());
+    let paid = pay(&n, &w.alice, &w.bob.keys(), 500, challenge(1));
+    let mut book = LicenseBook::new();
+    for l in &w.jpy.licenses {
+        book.add_trusted(l.unverified().clone());
+        // A renewal that starts after the link was signed.
+        let mut renewed = l.unverified().clone();
+        renewed.issued_at = NOW.saturating_add_secs(60);
+        renewed.expires_at = NOW.saturating_add_secs(900 * 86_400);
+        book.add_trusted(renewed);
+    }
+    let pk = w.jpy.key.public();
+    let none = Revocations::none();
+    paid.verify(&policy(
+        &w,
+        &pk,
+        &book,
+        &none,
+        Expect::Paid {
+            payee: w.bob.keys().payment,
+            challenge: challenge(1),
+        },
+    ))
+    .unwrap();
+}
+
+#[test]
+fn bundles_are_checked_as_a_whole() {
+    use mailer::note::{verify_bundle, BundleError};
+    let mut w = world();
+    let a = w.jpy.issue(500, &w.alice.keys());
+    let b = w.jpy.issue(500, &w.alice.keys());
+    let pk = w.jpy.key.public();
+    let book = w.jpy.book();
+    let none = Revocations::none();
+    let p = policy(
+        &w,
+        &pk,
+        &book,
+        &none,
+        Expect::Paid {
+            payee: w.bob.keys().payment,
+            challenge: challenge(1),
+        },
+    );
+    // 700 paid as 500 + 200 (the rest of b stays with Alice).
+    let x = pay(&a, &w.alice, &w.bob.keys(), 500, challenge(1));
+    let y = pay(&b, &w.alice, &w.bob.keys(), 200, challenge(1));
+    let view = verify_bundle(&[x.clone(), y.clone()], &p, Some(Amount::new(700))).unwrap();
+    assert_eq!(view.total, Amount::new(700));
+    assert_eq!(
+        verify_bundle(&[x.clone(), y.clone()], &p, Some(Amount::new(701))),
+        Err(BundleError::WrongTotal {
+            declared: 701,
+            found: 700
+        })
+    );
+    // The same note twice.
+    assert_eq!(
+        verify_bundle(&[x.clone(), x.clone()], &p, None),
+        Err(BundleError::SameState { index: 1, other: 0 })
+    );
+    // Two partial payments out of one state that together exceed it.
+    let y2 = pay(&b, &w.alice, &w.bob.keys(), 400, challenge(1));
+    assert_eq!(
+        verify_bundle(&[y.clone(), y2.clone()], &p, None),
+        Err(BundleError::Overspent { index: 1, other: 0 })
+    );
+    // Two partial payments that fit are fine.
+    let y3 = pay(&b, &w.alice, &w.bob.keys(), 300, challenge(1));
+    verify_bundle(&[y, y3], &p, Some(Amount::new(500))).unwrap();
+    // One bad note names its index.
+    let foreign = pay(&a, &w.alice, &w.carol.keys(), 10, challenge(1));
+    assert!(matches!(
+        verify_bundle(&[x, foreign], &p, None),
+        Err(BundleError::Note {
+            index: 1,
+            error: NoteError::WrongPayee { .. }
+        })
+    ));
+    assert_eq!(verify_bundle(&[], &p, None), Err(BundleError::Empty));
 }

@@ -282,6 +282,11 @@ fn proofs_travel_as_cbor_and_still_verify() {
     let proof = find_overspends(&notes[0].issuance, &all_links(&[&notes[0], &notes[1]]))
         .unwrap()
         .remove(0);
+    // The id does not depend on the order the conflicting links are listed.
+    let mut reordered = proof.clone();
+    reordered.conflicting.reverse();
+    assert_eq!(reordered.id(), proof.id());
+    reordered.verify(&iss.key.public()).unwrap();
     let bytes = mailer::cbor::to_vec(&proof).unwrap();
     let back: OverspendProof = mailer::cbor::from_slice(&bytes, 1 << 20).unwrap();
     assert_eq!(back.id(), proof.id());

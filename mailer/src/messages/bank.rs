@@ -157,8 +157,10 @@ impl Body for DepositReceipt {
     fn check_limits(&self) -> Result<(), String> {
         check_len("results", self.results.len(), MAX_NOTES)?;
         for r in &self.results {
-            if let DepositOutcome::Refused { reason, .. } = &r.result {
-                check_text("reason", reason, MAX_TEXT)?;
+            match &r.result {
+                DepositOutcome::Refused { reason, .. } => check_text("reason", reason, MAX_TEXT)?,
+                DepositOutcome::Overspent { proof } => proof.check_limits()?,
+                _ => {}
             }
         }
         Ok(())

@@ -78,8 +78,10 @@ impl Body for LicenseGranted {
     const KIND: &'static str = "license-granted";
 }
 
-/// Asks the issuer for its revocation list if newer than `known_version`.
-/// Signed by any key the asker likes (a card's authentication key).
+/// Asks the issuer for its current revocation list. The issuer always
+/// answers with its current list (so "nothing newer" is a list whose version
+/// equals `known_version`); `known_version` is informational. Signed by any
+/// key the asker likes (a card's authentication key).
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct RevocationListRequest {
     pub currency: Currency,

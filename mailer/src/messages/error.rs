@@ -5,9 +5,11 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::cbor::CborError;
 use crate::crypto::Digest;
-use crate::envelope::{check_len, check_text, Body, Envelope};
+use crate::envelope::{check_len, check_text, Body, Envelope, EnvelopeError};
 use crate::limits::{MAX_EVIDENCE, MAX_KIND_LEN, MAX_TEXT};
+use crate::note::{BundleError, NoteError};
 
 macro_rules! error_codes {
     ($($name:ident = $num:expr, $text:expr;)*) => {
@@ -92,6 +94,51 @@ error_codes! {
     OfferMismatch = 508, "the acceptance or request does not match the offer";
     // 9xx: our side.
     Internal = 900, "an internal error; the request may be sent again later";
+}
+
+impl ErrorCode {
+    /// The code for an envelope that could not be read or verified.
+    pub fn for_envelope(e: &EnvelopeError) -> ErrorCode {
+        match e {
+            EnvelopeError::Cbor(CborError::TooLarge { .. }) => ErrorCode::TooLarge,
+            EnvelopeError::Cbor(_) | EnvelopeError::BadKind(_) | EnvelopeError::Body { .. } => {
+                ErrorCode::BadEnvelope
+            }
+            EnvelopeError::UnsupportedVersion(_) => ErrorCode::UnsupportedVersion,
+            EnvelopeError::WrongKind { .. } => ErrorCode::UnknownKind,
+            EnvelopeError::Signature { .. } => ErrorCode::BadSignature,
+            EnvelopeError::WrongSigner { .. } => ErrorCode::WrongKey,
+            EnvelopeError::Limit { .. } => ErrorCode::LimitExceeded,
+        }
+    }
+
+    /// The code for a note that failed verification.
+    pub fn for_note(e: &NoteError) -> ErrorCode {
+        match e {
+            NoteError::ChainTooLong { .. } => ErrorCode::LimitExceeded,
+            NoteError::WrongCurrency { .. } => ErrorCode::WrongCurrency,
+            NoteError::Expired { .. } => ErrorCode::Expired,
+            NoteError::NotLicensed { .. } | NoteError::LicenseNotValid { .. } => {
+                ErrorCode::NotLicensed
+            }
+            NoteError::Revoked { .. } => ErrorCode::Revoked,
+            NoteError::WrongPayee { .. } | NoteError::WrongHolder { .. } => ErrorCode::WrongPayee,
+            NoteError::WrongChallenge => ErrorCode::WrongChallenge,
+            _ => ErrorCode::BadNote,
+        }
+    }
+
+    /// The code for the notes of a message that failed verification.
+    pub fn for_bundle(e: &BundleError) -> ErrorCode {
+        match e {
+            BundleError::Note { error, .. } => ErrorCode::for_note(error),
+            BundleError::Overspent { .. } => ErrorCode::Overspent,
+            BundleError::WrongTotal { .. } | BundleError::Overflow | BundleError::Empty => {
+                ErrorCode::BadAmount
+            }
+            _ => ErrorCode::BadNote,
+        }
+    }
 }
 
 impl fmt::Display for ErrorCode {

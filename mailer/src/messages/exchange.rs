@@ -41,7 +41,8 @@ pub struct RateSheet {
 impl Body for RateSheet {
     const KIND: &'static str = "rate-sheet";
     fn check_limits(&self) -> Result<(), String> {
-        check_len("rates", self.rates.len(), MAX_RATES)
+        check_len("rates", self.rates.len(), MAX_RATES)?;
+        self.rates.iter().try_for_each(|r| check_rate(&r.rate))
     }
 }
 
@@ -108,6 +109,20 @@ pub struct Offer {
 
 impl Body for Offer {
     const KIND: &'static str = "offer";
+    fn check_limits(&self) -> Result<(), String> {
+        check_rate(&self.terms.rate)
+    }
+}
+
+fn check_rate(rate: &Rate) -> Result<(), String> {
+    if rate.is_valid() {
+        Ok(())
+    } else {
+        Err(format!(
+            "rate {rate} is zero or has more than {} decimals",
+            Rate::MAX_SCALE
+        ))
+    }
 }
 
 /// The user accepts an offer and names the card that must receive the
@@ -136,6 +151,9 @@ pub struct SignedOffer {
 
 impl Body for SignedOffer {
     const KIND: &'static str = "signed-offer";
+    fn check_limits(&self) -> Result<(), String> {
+        check_rate(&self.terms.rate)
+    }
 }
 
 /// The first payment: A1 paid to the agent's card against the offer's
