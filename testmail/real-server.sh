@@ -38,8 +38,13 @@ Settings (environment):
   REAL_IMAPS_PORT       IMAP over implicit TLS (default 10993)
   REAL_MAIL_USERS       space-separated name@domain:password (default: alice,
                         bob, issuer-jpy, issuer-usd, agent and user1..user8,
-                        all @example.test, password NAME-pw or pw)
+                        all @example.test, password NAME-pw or pw; plus
+                        pool1..pool64@example.test, password NAME-pw, the pool
+                        that testmail::harness claims test accounts from)
   REAL_MAIL_TIMEOUT     seconds to wait for the daemons (default 30)
+
+Tests using testmail::harness claim pool accounts by locking files in
+\$REAL_MAIL_DIR/claims/ (the kernel drops a lock when its process ends).
 
 TLS: a throwaway CA signs the servers' certificate (SAN localhost, 127.0.0.1,
 ::1); tests trust \$REAL_MAIL_DIR/ca.pem. Logs are in \$REAL_MAIL_DIR/log/.
@@ -52,6 +57,9 @@ DEFAULT_USERS="alice@example.test:alice-pw bob@example.test:bob-pw"
 DEFAULT_USERS+=" issuer-jpy@example.test:issuer-jpy-pw issuer-usd@example.test:issuer-usd-pw"
 DEFAULT_USERS+=" agent@example.test:agent-pw"
 for _i in 1 2 3 4 5 6 7 8; do DEFAULT_USERS+=" user$_i@example.test:pw"; done
+# The pool that testmail's harness (testmail::harness) claims accounts from,
+# one per test, so that parallel tests and test processes never share one.
+for ((_i = 1; _i <= 64; _i++)); do DEFAULT_USERS+=" pool$_i@example.test:pool$_i-pw"; done
 unset _i
 
 PACKAGES=(postfix dovecot-core dovecot-imapd dovecot-lmtpd openssl ca-certificates)
@@ -562,6 +570,11 @@ inet_interfaces = loopback-only
 inet_protocols = ipv4
 mynetworks = 127.0.0.0/8 [::1]/128
 smtpd_banner = \$myhostname ESMTP
+# Treat loopback clients like any other SMTP client: no Date:, Message-ID:
+# or From: added, no header addresses rewritten, so that what is stored is
+# what was sent (plus the trace headers Postfix and Dovecot prepend), as on
+# the embedded server and as for mail from another MTA.
+local_header_rewrite_clients =
 
 # No syslog here: log to a file through the postlog service.
 maillog_file = $LOG_DIR/postfix.log
@@ -687,8 +700,11 @@ cmd_start() {
 		die "$DIR is not empty and holds no instance of this script: choose another REAL_MAIL_DIR"
 	fi
 	check_enterable
-	mkdir -p "$LOG_DIR" "$MAIL_ROOT"
+	mkdir -p "$LOG_DIR" "$MAIL_ROOT" "$DIR/claims"
 	chmod 755 "$LOG_DIR"
+	# testmail::harness's claims on pool accounts (flock'ed files), open to
+	# test runs by any user.
+	chmod 1777 "$DIR/claims"
 	chown vmail:vmail "$MAIL_ROOT"
 	chmod 750 "$MAIL_ROOT"
 
@@ -714,11 +730,16 @@ cmd_start() {
 	wait_for tls_greeting "$IMAPS_PORT" "* OK" ||
 		fail_start "no '* OK' greeting over TLS (trusting $CA_PEM) on IMAPS 127.0.0.1:$IMAPS_PORT within ${TIMEOUT}s"
 	wait_for test -S "$DC_RUN/lmtp" || fail_start "dovecot's LMTP socket $DC_RUN/lmtp did not appear"
-	local u
-	for u in "${USER_NAMES[@]}"; do
-		wait_for doveadm -c "$DC_CONF" user "$u" >/dev/null 2>&1 ||
-			fail_start "dovecot does not know user $u (doveadm user)"
-	done
+	# One doveadm call for all users (it fails if any is unknown): one call
+	# per user costs about 15 ms each, a second for the pool.
+	if ! wait_for doveadm -c "$DC_CONF" user "${USER_NAMES[@]}" >/dev/null 2>&1; then
+		local u
+		for u in "${USER_NAMES[@]}"; do
+			doveadm -c "$DC_CONF" user "$u" >/dev/null 2>&1 ||
+				fail_start "dovecot does not know user $u (doveadm user)"
+		done
+		fail_start "doveadm user fails for the users of REAL_MAIL_USERS"
+	fi
 
 	log "starting postfix (SMTP 127.0.0.1:$SMTP_PORT, submission over TLS 127.0.0.1:$SUBMISSION_PORT)"
 	postfix -c "$PF_ETC" start </dev/null >>"$LOG_DIR/postfix.out" 2>&1 ||

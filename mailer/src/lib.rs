@@ -22,6 +22,9 @@
 //! - [`outbox`]: outgoing mail as rows of the caller's database, queued in
 //!   the same transaction as the decision that produced it.
 //! - [`smtp`]: submission (lettre, rustls) and the outbox's sender loop.
+//! - [`inbox`]: what was received and handled, and the IMAP position.
+//! - [`imap`]: the mailbox watcher (async-imap): hands each mail's raw
+//!   bytes to a handler exactly once, then files it away.
 //!
 //! Everything above `mime` is pure data and pure functions: no clock, no
 //! I/O, no async runtime, no database. Callers pass the time in.
@@ -30,6 +33,8 @@ pub mod cbor;
 pub mod clock;
 pub mod crypto;
 pub mod envelope;
+pub mod imap;
+pub mod inbox;
 pub mod license;
 pub mod limits;
 pub mod messages;

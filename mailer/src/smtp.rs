@@ -36,8 +36,8 @@ pub enum TlsMode {
     Implicit,
 }
 
-/// Where and how to submit mail.
-#[derive(Clone, Debug)]
+/// Where and how to submit mail. Debug output hides the password.
+#[derive(Clone)]
 pub struct SmtpConfig {
     pub host: String,
     pub port: u16,
@@ -49,6 +49,17 @@ pub struct SmtpConfig {
     pub ca_file: Option<PathBuf>,
     /// Timeout of each SMTP command.
     pub timeout: Duration,
+}
+
+impl std::fmt::Debug for SmtpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpConfig")
+            .field("server", &format!("{}:{}", self.host, self.port))
+            .field("tls", &self.tls)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why a client could not be set up.

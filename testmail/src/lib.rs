@@ -26,6 +26,9 @@
 //!   semantics; fetch, search and sequence sets are beside it.
 //! - [`faults`]: the fault-injection handle and counters.
 //! - `error`: [`Error`].
+//! - [`harness`]: for test suites: [`harness::TestServer`] runs them against
+//!   this server or, with `TESTMAIL_SERVER=real`, against Postfix + Dovecot
+//!   (`real-server.sh`); accounts, fault proxies, sending and reading mail.
 //!
 //! Invariants: the server never rewrites a message (the bytes read back over
 //! IMAP are the bytes received over SMTP); every file is written by rename,
@@ -36,6 +39,7 @@ pub mod config;
 mod delivery;
 mod error;
 pub mod faults;
+pub mod harness;
 mod imap;
 mod server;
 mod smtp;
