@@ -74,6 +74,8 @@ pub struct ImapConfig {
     pub rejected_folder: String,
     /// Use IDLE when the server offers it.
     pub use_idle: bool,
+    /// Use MOVE when the server offers it (else COPY + \Deleted + EXPUNGE).
+    pub use_move: bool,
     /// How often to look when not idling.
     pub poll_interval: Duration,
     /// IDLE is re-issued after this long (RFC 2177: under 29 minutes).
@@ -112,6 +114,7 @@ impl ImapConfig {
             processed_folder: "Processed".into(),
             rejected_folder: "Rejected".into(),
             use_idle: true,
+            use_move: true,
             poll_interval: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(20 * 60),
             timeout: Duration::from_secs(30),
@@ -679,34 +682,15 @@ impl<H: MailHandler> Watcher<H> {
                 report.deferred += 1;
                 continue;
             }
-            let size = with_timeout(t, "UID FETCH size", async {
-                let fetches: Vec<_> = session
-                    .uid_fetch(uid.to_string(), "(UID RFC822.SIZE)")
-                    .await?
-                    .try_collect()
-                    .await?;
-                Ok(fetches
-                    .iter()
-                    .find(|f| f.uid == Some(uid))
-                    .and_then(|f| f.size))
-            })
-            .await?;
+            let size = fetch_one(session, t, uid, "(UID RFC822.SIZE)", |f| f.size).await?;
             let Some(size) = size else {
                 continue; // gone meanwhile (another client moved it)
             };
             let raw: Vec<u8> = if size as usize > MAX_MAIL_BYTES {
                 Vec::new()
             } else {
-                let body = with_timeout(t, "UID FETCH body", async {
-                    let fetches: Vec<_> = session
-                        .uid_fetch(uid.to_string(), "(UID BODY.PEEK[])")
-                        .await?
-                        .try_collect()
-                        .await?;
-                    Ok(fetches
-                        .iter()
-                        .find(|f| f.uid == Some(uid))
-                        .and_then(|f| f.body().map(<[u8]>::to_vec)))
+                let body = fetch_one(session, t, uid, "(UID BODY.PEEK[])", |f| {
+                    f.body().map(<[u8]>::to_vec)
                 })
                 .await?;
                 match body {
@@ -831,7 +815,7 @@ impl<H: MailHandler> Watcher<H> {
     ) -> Result<(), WatchError> {
         let t = self.cfg.timeout;
         let set = uid.to_string();
-        if caps.mv {
+        if caps.mv && self.cfg.use_move {
             with_timeout(t, "UID MOVE", async {
                 session.uid_mv(&set, folder).await?;
                 Ok(())
@@ -855,6 +839,27 @@ impl<H: MailHandler> Watcher<H> {
             .await
         }
     }
+}
+
+/// `UID FETCH uid query`, and `pick` applied to the answer for that UID.
+/// `None` when the server sent nothing for it (moved away meanwhile, or a
+/// connection cut between responses, which async-imap reports as success).
+async fn fetch_one<T>(
+    session: &mut Session,
+    timeout: Duration,
+    uid: u32,
+    query: &'static str,
+    pick: impl Fn(&async_imap::types::Fetch) -> Option<T>,
+) -> Result<Option<T>, WatchError> {
+    with_timeout(timeout, "UID FETCH", async {
+        let fetches: Vec<_> = session
+            .uid_fetch(uid.to_string(), query)
+            .await?
+            .try_collect()
+            .await?;
+        Ok(fetches.iter().find(|f| f.uid == Some(uid)).and_then(pick))
+    })
+    .await
 }
 
 /// Drains the session's unsolicited responses; true if any announced mail.

@@ -626,3 +626,45 @@ async fn authenticate_plain_logs_in_and_secrets_stay_out_of_debug_output() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polling_and_copy_expunge_fallbacks_work_too() {
+    let rig = Rig::new("fallbacks").await;
+    // A watcher that neither idles nor moves, as with a server lacking
+    // IDLE and MOVE.
+    let mut cfg = rig.imap(rig.server.imap_addr());
+    cfg.use_idle = false;
+    cfg.use_move = false;
+    cfg.poll_interval = Duration::from_millis(200);
+    let mut w = rig.watcher(cfg, Recorder::default());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        w.run(async {
+            let _ = stop_rx.await;
+        })
+        .await
+        .unwrap();
+        w
+    });
+    for i in 0..4 {
+        rig.send(i).await;
+        tokio::time::sleep(Duration::from_millis(120)).await;
+    }
+    wait_effects(&rig, 4).await;
+    stop_tx.send(()).unwrap();
+    let w = task.await.unwrap();
+    assert_eq!(w.totals().processed, 4);
+    // COPY + \Deleted + EXPUNGE left nothing behind in INBOX.
+    let deadline = Instant::now() + WAIT;
+    while !rig
+        .server
+        .messages(&rig.account, "INBOX")
+        .await
+        .unwrap()
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "INBOX not emptied");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    rig.assert_exactly_once(4, 4).await;
+}
