@@ -734,7 +734,16 @@ impl<H: MailHandler> Watcher<H> {
             inbox::mail_key(raw)
         };
         let now = clock::now();
-        let tx = self.db.transaction()?;
+        // IMMEDIATE: take the write lock now. A deferred transaction reads
+        // first (the lookup below) and upgrades on the handler's first
+        // write; in WAL mode, if another connection (the outbox sender)
+        // committed in between, that upgrade fails at once with
+        // SQLITE_BUSY_SNAPSHOT, whatever the busy timeout, and the mail
+        // counts a failed attempt. Taken here, the lock waits out the
+        // sender's short transactions under the connection's busy timeout.
+        let tx = self
+            .db
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         if let Some(seen) = inbox::seen(&tx, &key)? {
             drop(tx);
             let folder = match seen {
