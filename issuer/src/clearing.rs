@@ -115,9 +115,20 @@ pub fn clear_path(
         ) else {
             return Err(IssuerError::Corrupt("a path without its parent".into()));
         };
+        let value = parent.value.minor_units();
+        if i + 1 == view.states.len() && parent.spent.saturating_add(s.value.minor_units()) > value
+        {
+            if let Some(earlier) = redeposit(conn, issuer, &parent.id, link.unverified())? {
+                // Nothing is inserted: the value went to the same account
+                // before, so there is nothing to credit and nobody to name.
+                return Ok(Clearing {
+                    cleared: Cleared::Seen { state: earlier },
+                    revoked: Vec::new(),
+                });
+            }
+        }
         let before = parent.spent;
         parent.spent = parent.spent.saturating_add(s.value.minor_units());
-        let value = parent.value.minor_units();
         let good =
             parent.good && parent.spent.saturating_add(parent.refunded.minor_units()) <= value;
         store::insert_link(
@@ -202,6 +213,31 @@ pub fn clear_path(
 /// State `parent` (at position `depth` on the note's path) has just been
 /// overspent by links: builds the proof, checks it, stores it and revokes
 /// the guilty card. Returns the key revoked, if it was not revoked before.
+/// A deposit link that would take its state over its value, where the
+/// state was already deposited to the issuer with the same challenge
+/// (the same account): a wallet depositing the same note again with a
+/// freshly signed deposit link (a rebuilt retry), not an overspend. Its
+/// holder gave the value to the same account twice; the first deposit
+/// stands and the second credits nothing. Returns the earlier link's id.
+fn redeposit(
+    conn: &Connection,
+    issuer: &Issuer,
+    parent: &Digest,
+    link: &mailer::note::Link,
+) -> Result<Option<Digest>, IssuerError> {
+    let issuer_key = issuer.public_key();
+    if link.payee != issuer_key {
+        return Ok(None);
+    }
+    Ok(store::links_out_of(conn, parent)?
+        .into_iter()
+        .find(|l| {
+            let l = l.unverified();
+            l.payee == issuer_key && l.challenge == link.challenge
+        })
+        .map(|l| l.id()))
+}
+
 fn overspent(
     conn: &Connection,
     issuer: &Issuer,

@@ -4,31 +4,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
 
 use mailer::crypto::PublicKey;
-use mailer::envelope::Signed;
-use mailer::messages::{LicenseGranted, LicenseRequest};
-use mailer::mime::{build_mail, parse_mail, MessageId, OutgoingMail};
-use mailer::money::Currency;
-use testmail::harness::TestServer;
 
-const BIN: &str = env!("CARGO_BIN_EXE_issuer");
-const PW_VAR: &str = "ISSUER_CLI_TEST_PASSWORD";
-
-fn issuer(home: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env("ISSUER_HOME", home)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+mod support;
+use support::*;
 
 /// Exit code 1, a message for people, no Rust debug output.
 fn assert_human_failure(out: &Output, expect: &str) {
@@ -45,40 +26,6 @@ fn assert_human_failure(out: &Output, expect: &str) {
     ] {
         assert!(!err.contains(debug), "debug output {debug:?} in: {err}");
     }
-}
-
-fn init_args<'a>(
-    home: &'a str,
-    host: &'a str,
-    imap_port: &'a str,
-    smtp_port: &'a str,
-    user: &'a str,
-) -> Vec<&'a str> {
-    vec![
-        "init",
-        "--home",
-        home,
-        "--currency",
-        "JPY",
-        "--email",
-        user,
-        "--imap-host",
-        host,
-        "--imap-port",
-        imap_port,
-        "--imap-tls",
-        "none",
-        "--smtp-host",
-        host,
-        "--smtp-port",
-        smtp_port,
-        "--smtp-tls",
-        "none",
-        "--user",
-        user,
-        "--password-env",
-        PW_VAR,
-    ]
 }
 
 /// A new issuer in `dir/home`; returns the home and the printed key.
@@ -234,167 +181,4 @@ fn errors_are_for_people() {
     let help = issuer(&home, &["--help"]);
     assert!(help.status.success());
     assert!(text(&help.stdout).contains("Example"));
-}
-
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn start(home: &Path, password: &str, log: PathBuf) -> Daemon {
-        let file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(BIN)
-            .args(["run", "--home", home.to_str().unwrap(), "--poll-ms", "100"])
-            .env(PW_VAR, password)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .unwrap();
-        Daemon { child, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    async fn wait_log(&self, what: &str) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !self.log().contains(what) {
-            assert!(Instant::now() < deadline, "no {what:?} in:\n{}", self.log());
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-
-    fn kill(mut self) {
-        // Child::kill is SIGKILL on Unix: no clean shutdown.
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn request_mail(from: &str, to: &str, seed: u8, n: u32) -> (Vec<u8>, mailer::crypto::Digest) {
-    let req = LicenseRequest::new(
-        &mailer::testkit::card(seed),
-        Currency::JPY,
-        mailer::clock::now(),
-    )
-    .unwrap();
-    let id = req.id();
-    let raw = build_mail(&OutgoingMail {
-        from: from.into(),
-        to: to.into(),
-        subject: "license request".into(),
-        message_id: MessageId::parse(&format!("req{n}@wallet.example.test")).unwrap(),
-        in_reply_to: None,
-        references: vec![],
-        date: mailer::clock::now(),
-        text: "a license request".into(),
-        envelopes: vec![req.into_envelope()],
-        auto_reply: false,
-    })
-    .unwrap();
-    (raw, id)
-}
-
-fn granted(raw: &[u8], key: &PublicKey) -> LicenseGranted {
-    let mail = parse_mail(raw).unwrap();
-    assert_eq!(mail.envelopes.len(), 1);
-    let env = mail.envelopes[0].clone();
-    assert_eq!(env.kind(), "license-granted");
-    let signed = Signed::<LicenseGranted>::from_envelope(env).unwrap();
-    signed.verify_signer(key).unwrap().clone()
-}
-
-fn all_sent(home: &Path) -> bool {
-    let db = rusqlite::Connection::open(home.join("issuer.db")).unwrap();
-    let pending: i64 = db
-        .query_row(
-            "SELECT COUNT(*) FROM mail_outbox WHERE state != 'sent'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    pending == 0
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn the_daemon_answers_once_across_a_crash() {
-    let server = TestServer::start().await.unwrap();
-    let mailbox = server.account("issuer-jpy").await.unwrap();
-    let wallet = server.account("wallet").await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let home = dir.path().join("home");
-    let host = server.imap_addr().ip().to_string();
-    let imap_port = server.imap_addr().port().to_string();
-    let smtp_port = server.smtp_addr().port().to_string();
-    let out = issuer(
-        dir.path(),
-        &init_args(
-            home.to_str().unwrap(),
-            &host,
-            &imap_port,
-            &smtp_port,
-            &mailbox.address,
-        ),
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let key = PublicKey::from_hex(text(&out.stdout).trim()).unwrap();
-
-    let daemon = Daemon::start(&home, &mailbox.password, dir.path().join("run1.log"));
-    let (raw, id) = request_mail(&wallet.address, &mailbox.address, 40, 1);
-    server
-        .send_raw(&wallet.address, &mailbox.address, &raw)
-        .await
-        .unwrap();
-    let inbox = server
-        .wait_for(&wallet, "INBOX", 1, Duration::from_secs(20))
-        .await
-        .unwrap();
-    let g = granted(&inbox[0], &key);
-    assert_eq!(g.request, id);
-    let license = g.license.verify_signer(&key).unwrap();
-    assert_eq!(license.card, mailer::testkit::card(40).keys());
-    daemon.wait_log("IMAP connected").await;
-    daemon.wait_log("sent 1 replies").await;
-    // Killed hard once the reply is recorded as sent.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !all_sent(&home) {
-        assert!(Instant::now() < deadline, "the reply was never marked sent");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    daemon.kill();
-
-    // Restarted: it answers new mail, and the old mail not again.
-    let daemon = Daemon::start(&home, &mailbox.password, dir.path().join("run2.log"));
-    daemon.wait_log("IMAP connected").await;
-    let (raw, id2) = request_mail(&wallet.address, &mailbox.address, 41, 2);
-    server
-        .send_raw(&wallet.address, &mailbox.address, &raw)
-        .await
-        .unwrap();
-    let inbox = server
-        .wait_for(&wallet, "INBOX", 2, Duration::from_secs(20))
-        .await
-        .unwrap();
-    assert_eq!(granted(&inbox[1], &key).request, id2);
-    daemon.wait_log("sent 1 replies").await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let inbox = server.messages(&wallet, "INBOX").await.unwrap();
-    assert_eq!(inbox.len(), 2, "a mail was answered twice");
-    let processed = server.messages(&mailbox, "Processed").await.unwrap();
-    assert_eq!(processed.len(), 2);
-    assert!(!daemon.log().contains("ERROR"), "{}", daemon.log());
-    drop(daemon);
-    let audit = issuer(&home, &["audit"]);
-    assert_eq!(audit.status.code(), Some(0), "{}", text(&audit.stdout));
-    server.shutdown().await;
 }

@@ -215,6 +215,48 @@ fn a_note_is_credited_once_however_often_it_comes_back() {
 }
 
 #[test]
+fn a_rebuilt_deposit_of_the_same_notes_is_not_an_overspend() {
+    let mut w = World::new();
+    let alice = w.user("alice", 30, 5_000);
+    let bob = w.user("bob", 40, 0);
+    let note = w.withdraw(&alice, 1_000).remove(0);
+    let paid = pay(&w, &note, &alice.card, &bob, 1_000, 1);
+    let first = w.deposit_link(&paid, &bob.card, &bob, 1_000);
+    assert_eq!(
+        w.deposit(&bob, vec![first], vec![alice.license.clone()])
+            .credited,
+        Amount::new(1_000)
+    );
+    // Later, bob's wallet deposits the same note with a deposit link signed
+    // anew (another time, so another link from the same state).
+    w.advance(60);
+    let second = w.deposit_link(&paid, &bob.card, &bob, 1_000);
+    let receipt = w.deposit(&bob, vec![second], vec![alice.license.clone()]);
+    assert_eq!(receipt.credited, Amount::ZERO);
+    assert_eq!(receipt.results[0].result, DepositOutcome::AlreadyCredited);
+    assert_eq!(w.balance("bob"), Amount::new(1_000));
+    // Bob is not named or revoked; a payment to someone else from the
+    // same state is an overspend as always.
+    assert!(issuer::report(&w.conn, &w.issuer)
+        .unwrap()
+        .overspends
+        .is_empty());
+    let carol = w.user("carol", 50, 0);
+    let to_carol = pay(&w, &paid, &bob.card, &carol, 1_000, 2);
+    let receipt = w.deposit(
+        &carol,
+        vec![w.deposit_link(&to_carol, &carol.card, &carol, 1_000)],
+        vec![alice.license.clone(), bob.license.clone()],
+    );
+    assert_eq!(receipt.credited, Amount::ZERO);
+    assert!(matches!(
+        receipt.results[0].result,
+        DepositOutcome::Overspent { .. }
+    ));
+    w.audit_ok();
+}
+
+#[test]
 fn a_deposit_link_is_good_for_one_account_only() {
     let mut w = World::new();
     let alice = w.user("alice", 30, 1_000);
