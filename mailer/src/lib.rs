@@ -43,6 +43,7 @@ pub mod money;
 pub mod note;
 pub mod outbox;
 pub mod overspend;
+pub mod settings;
 pub mod smtp;
 
 #[cfg(any(test, feature = "testkit"))]

@@ -3,7 +3,6 @@
 
 mod account;
 mod audit;
-mod config;
 mod init;
 mod refund;
 mod report;
@@ -19,7 +18,15 @@ use issuer::{Home, Issuer};
 use mailer::crypto::PublicKey;
 use rusqlite::Connection;
 
-pub use config::MailConfig;
+pub use mailer::settings::MailSettings;
+
+/// The mail settings file in an issuer's home.
+pub const SETTINGS_FILE: &str = "issuer.toml";
+
+/// Loads `DIR/issuer.toml`.
+pub fn load_settings(dir: &Path) -> Result<MailSettings> {
+    Ok(MailSettings::load(&dir.join(SETTINGS_FILE), "issuer")?)
+}
 
 pub const EXIT_FAILURE: u8 = 1;
 pub const EXIT_AUDIT: u8 = 3;

@@ -14,7 +14,7 @@ use mailer::smtp::{run_sender, SenderPolicy, SmtpClient};
 use rusqlite::Connection;
 use tokio::sync::{watch, Notify};
 
-use super::{open, HomeArg, MailConfig};
+use super::{load_settings, open, HomeArg};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -51,7 +51,7 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
 
 async fn daemon(a: RunArgs) -> Result<()> {
     let dir = a.home.home;
-    let mail = MailConfig::load(&dir)?;
+    let mail = load_settings(&dir)?;
     let password = mail.password()?;
     let (issuer, conn) = open(&dir)?;
     let sender_conn = Home::new(&dir)
