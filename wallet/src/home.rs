@@ -1,0 +1,100 @@
+//! The wallet's home directory: `wallet.toml` (mail settings),
+//! `wallet.db` (everything else). The directory is private (0700), the
+//! database file too (0600).
+
+use std::path::{Path, PathBuf};
+
+use mailer::money::Timestamp;
+use rusqlite::{params, Connection};
+
+use crate::error::WalletError;
+use crate::ops::Wallet;
+use crate::store::sql_time;
+use crate::vault::Vault;
+
+pub const SETTINGS_FILE: &str = "wallet.toml";
+pub const DB_FILE: &str = "wallet.db";
+
+#[derive(Clone, Debug)]
+pub struct Home {
+    dir: PathBuf,
+}
+
+impl Home {
+    pub fn new(dir: impl Into<PathBuf>) -> Home {
+        Home { dir: dir.into() }
+    }
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.join(DB_FILE)
+    }
+    pub fn settings_path(&self) -> PathBuf {
+        self.dir.join(SETTINGS_FILE)
+    }
+
+    /// Creates a new wallet for `address`; refuses an existing one.
+    pub fn create(
+        &self,
+        address: &str,
+        passphrase: Option<&str>,
+        now: Timestamp,
+    ) -> Result<(Wallet, Connection), WalletError> {
+        mailer::mime::parse_address(address)
+            .map_err(|e| WalletError::refused(format!("{address:?} is not a mail address: {e}")))?;
+        if self.db_path().exists() {
+            return Err(WalletError::refused(format!(
+                "a wallet already exists in {}; choose another directory",
+                self.dir.display()
+            )));
+        }
+        std::fs::create_dir_all(&self.dir).map_err(|e| {
+            WalletError::refused(format!("could not create {}: {e}", self.dir.display()))
+        })?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700)).map_err(
+                |e| {
+                    WalletError::refused(format!(
+                        "could not make {} private: {e}",
+                        self.dir.display()
+                    ))
+                },
+            )?;
+        }
+        let conn = crate::db::open(&self.db_path())?;
+        let (vault, kdf, (salt, check)) = Vault::create(passphrase)?;
+        conn.execute(
+            "INSERT INTO meta (id, address, kdf, salt, check_blob, created_at) VALUES (1, ?1, ?2, ?3, ?4, ?5)",
+            params![address, kdf, salt, check, sql_time(now)],
+        )?;
+        Ok((
+            Wallet {
+                address: address.to_string(),
+                vault,
+            },
+            conn,
+        ))
+    }
+
+    /// Opens an existing wallet (its database and vault).
+    pub fn open(&self, passphrase: Option<&str>) -> Result<(Wallet, Connection), WalletError> {
+        if !self.db_path().exists() {
+            return Err(WalletError::refused(format!(
+                "no wallet in {}; create one with `wallet init`, or give --home (or WALLET_HOME)",
+                self.dir.display()
+            )));
+        }
+        let conn = crate::db::open(&self.db_path())?;
+        let vault = Vault::unlock(&conn, passphrase)?;
+        let address = crate::store::address(&conn)?;
+        Ok((Wallet { address, vault }, conn))
+    }
+
+    /// Another connection to the same database (the watcher's).
+    pub fn connect(&self) -> Result<Connection, WalletError> {
+        crate::db::open(&self.db_path())
+    }
+}

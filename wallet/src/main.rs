@@ -1,0 +1,24 @@
+//! `wallet`: the user's command line (see `wallet --help`). A thin layer
+//! over the `wallet` library. Exit codes: 0 done, 1 failed (the message
+//! says what to do), 2 bad usage (from clap), 4 `sync --wait` timed out
+//! with operations still pending.
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    match cli::run(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("wallet: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  because: {cause}");
+            }
+            ExitCode::from(1)
+        }
+    }
+}
