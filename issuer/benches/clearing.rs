@@ -17,9 +17,16 @@
 //!    of L links: L - 1 payments card to card, then the deposit link. Each
 //!    note costs 1 + L signature verifications, so
 //!    `ratio = notes/s * (1 + L) / raw verifications/s` is the share of the
-//!    time spent verifying signatures one by one.
+//!    time spent verifying signatures one by one. The raw rate is measured
+//!    at the start and at the end of the run; the ratio takes the faster
+//!    (a neighbour's load on a shared machine only ever slows it).
 //! 3. The same clearing (L = 1) with `--preload` made-up states already
 //!    stored, against none.
+//!
+//! `--pragma STMT` (repeatable) runs `PRAGMA STMT` on the issuer's
+//! connection before anything else, for experiments (e.g.
+//! `--pragma cache_size=-262144`); without it the settings are the
+//! daemon's.
 //!
 //! Every deposit receipt is checked: every note credited, or the benchmark
 //! fails (exit 1).
@@ -48,7 +55,7 @@ use mailer::testkit::{card, key, NOW};
 use rig::{Rig, MAX_NOTES, NOTE_VALUE};
 
 const USAGE: &str = "usage: cargo bench -p issuer --bench clearing -- [--quick] [--notes N] \
-                     [--links 1,3,8] [--preload 1000000] [--batch-notes 64]";
+                     [--links 1,3,8] [--preload 1000000] [--batch-notes 64] [--pragma STMT]...";
 /// Distinct (key, message, signature) triples for the raw measurement.
 const RAW_TRIPLES: usize = 20_000;
 const BATCH: usize = 256;
@@ -65,6 +72,7 @@ struct Args {
     preload: u64,
     batch_notes: usize,
     quick: bool,
+    pragmas: Vec<String>,
 }
 
 impl Args {
@@ -75,6 +83,7 @@ impl Args {
             preload: 1_000_000,
             batch_notes: MAX_NOTES,
             quick: false,
+            pragmas: Vec::new(),
         };
         let mut preload = None;
         let mut it = std::env::args().skip(1);
@@ -93,6 +102,7 @@ impl Args {
                 // `cargo bench` passes `--bench` to every bench target.
                 "--bench" => {}
                 "--quick" => a.quick = true,
+                "--pragma" => a.pragmas.push(value()),
                 "--notes" => a.notes = Some(number(&flag, &value()) as usize),
                 "--preload" => preload = Some(number(&flag, &value())),
                 "--batch-notes" => a.batch_notes = number(&flag, &value()) as usize,
@@ -264,6 +274,9 @@ struct Run {
     /// The clearing thread's CPU time in user and kernel mode while
     /// clearing, if the system tells.
     cpu: Option<(f64, f64)>,
+    /// Bytes the clearing thread read and wrote through system calls
+    /// (SQLite's page reads, WAL appends, checkpoints), if the system tells.
+    io: Option<(u64, u64)>,
 }
 
 impl Run {
@@ -304,10 +317,15 @@ fn pay_through(note: &Note, cards: &[CardSecret], issuer: PublicKey, deposit: Ch
     n
 }
 
-fn clear(links: usize, notes: usize, preload: u64, batch: usize) -> Run {
+fn clear(links: usize, notes: usize, preload: u64, args: &Args) -> Run {
     let tag = format!("[L={links}, {notes} notes, {preload} preloaded]");
     let setup = Instant::now();
     let mut rig = Rig::new();
+    for p in &args.pragmas {
+        if let Err(e) = rig.conn.execute_batch(&format!("PRAGMA {p};")) {
+            fail(&format!("PRAGMA {p}: {e}"));
+        }
+    }
     if preload > 0 {
         eprintln!("{tag} storing {preload} made-up states...");
         let t = Instant::now();
@@ -364,7 +382,7 @@ fn clear(links: usize, notes: usize, preload: u64, batch: usize) -> Run {
     drop(withdrawn);
     let mut expected: HashMap<Digest, Expected> = HashMap::new();
     let mails: Vec<Vec<u8>> = paid
-        .chunks(batch)
+        .chunks(args.batch_notes)
         .map(|chunk| {
             let d = rig.deposit(&account, chunk.to_vec());
             let value = chunk.iter().map(|n| n.held().minor_units()).sum();
@@ -398,6 +416,7 @@ fn clear(links: usize, notes: usize, preload: u64, batch: usize) -> Run {
 
     let mut per_deposit = Vec::with_capacity(mails.len());
     let cpu_before = thread_cpu();
+    let io_before = thread_io();
     let start = Instant::now();
     for raw in &mails {
         let t = Instant::now();
@@ -410,6 +429,10 @@ fn clear(links: usize, notes: usize, preload: u64, batch: usize) -> Run {
     let secs = start.elapsed().as_secs_f64();
     let cpu = match (cpu_before, thread_cpu()) {
         (Some((u0, s0)), Some((u1, s1))) => Some((u1 - u0, s1 - s0)),
+        _ => None,
+    };
+    let io = match (io_before, thread_io()) {
+        (Some((r0, w0)), Some((r1, w1))) => Some((r1 - r0, w1 - w0)),
         _ => None,
     };
     eprintln!("{tag}   cleared in {secs:.1} s; checking the receipts...");
@@ -425,7 +448,24 @@ fn clear(links: usize, notes: usize, preload: u64, batch: usize) -> Run {
         secs,
         per_deposit,
         cpu,
+        io,
     }
+}
+
+/// Bytes this thread read and wrote through system calls so far, from
+/// `/proc/thread-self/io` (Linux).
+fn thread_io() -> Option<(u64, u64)> {
+    let io = std::fs::read_to_string("/proc/thread-self/io").ok()?;
+    let field = |name: &str| {
+        io.lines().find_map(|l| {
+            l.strip_prefix(name)?
+                .strip_prefix(": ")?
+                .trim()
+                .parse()
+                .ok()
+        })
+    };
+    Some((field("rchar")?, field("wchar")?))
 }
 
 /// This thread's CPU time so far, (user, kernel) in seconds, from
@@ -538,29 +578,43 @@ fn main() {
     let msg_len = link_signing_len();
     let triples = raw_triples(RAW_TRIPLES, msg_len);
     eprintln!("measuring raw verification...");
+    verify_rate(&triples, args.verify_time() / 4); // warm-up
     let single = verify_rate(&triples, args.verify_time());
     let batched = batch_rate(&triples, args.verify_time());
 
     let mut runs: Vec<Run> = Vec::new();
     for &l in &args.links {
-        runs.push(clear(l, args.notes_for(l), 0, args.batch_notes));
+        runs.push(clear(l, args.notes_for(l), 0, &args));
     }
     let scale = (args.preload > 0).then(|| {
         let empty = match runs.iter().position(|r| r.links == 1) {
             Some(i) => i,
             None => {
-                runs.push(clear(1, args.notes_for(1), 0, args.batch_notes));
+                runs.push(clear(1, args.notes_for(1), 0, &args));
                 runs.len() - 1
             }
         };
-        runs.push(clear(1, args.notes_for(1), args.preload, args.batch_notes));
+        runs.push(clear(1, args.notes_for(1), args.preload, &args));
         (empty, runs.len() - 1)
     });
     eprintln!("measuring raw verification again...");
     let single_end = verify_rate(&triples, args.verify_time());
+    let raw = single.max(single_end);
+    let settings = if args.pragmas.is_empty() {
+        "the daemon's settings: WAL, synchronous=FULL"
+    } else {
+        "settings changed as above"
+    };
 
     println!();
     println!("## Clearing (issuer): {}, {cores} cores", cpu_model());
+    if !args.pragmas.is_empty() {
+        println!();
+        println!(
+            "Experiment: PRAGMA {} on the issuer's connection (not the daemon's settings).",
+            args.pragmas.join("; PRAGMA ")
+        );
+    }
     println!();
     println!("Raw ed25519 verification, mailer::crypto, one core ({RAW_TRIPLES} distinct keys, {msg_len}-byte messages):");
     println!();
@@ -580,9 +634,10 @@ fn main() {
     println!();
     println!(
         "Clearing through issuer::handle_mail, deposits of {} notes, one commit each \
-         (WAL, synchronous=FULL); ratio = notes/s x sigs/note / {} single verifies/s:",
+         ({settings}); ratio = notes/s x sigs/note / {} single verifies/s (the faster \
+         measure above):",
         args.batch_notes,
-        grouped(single)
+        grouped(raw)
     );
     println!();
     println!("| links L | notes   | states before | deposits | seconds | notes/s | sigs/note | sigs/s  | ms/deposit p50 | p99   | ratio |");
@@ -601,32 +656,40 @@ fn main() {
             grouped(sigs),
             r.percentile_ms(0.5),
             r.percentile_ms(0.99),
-            sigs / single,
+            sigs / raw,
         );
     }
     println!();
-    println!("Where the clearing thread's wall time went (kernel: WAL writes, page reads; waiting: fsync):");
+    println!(
+        "Where the clearing thread's wall time went (kernel: WAL appends, checkpoints, page \
+         reads; waiting: fsync), and its I/O through system calls:"
+    );
     println!();
-    println!("| links L | states before | wall s | user s | kernel s | waiting s |");
-    println!("|--------:|--------------:|-------:|-------:|---------:|----------:|");
+    println!("| links L | states before | wall s | user s | kernel s | waiting s | KB read/deposit | KB written/deposit |");
+    println!("|--------:|--------------:|-------:|-------:|---------:|----------:|----------------:|-------------------:|");
     for r in &runs {
-        match r.cpu {
-            Some((user, sys)) => println!(
-                "| {:>7} | {:>13} | {:>6.1} | {:>6.1} | {:>8.1} | {:>9.1} |",
-                r.links,
-                grouped(r.states_before as f64),
-                r.secs,
-                user,
-                sys,
-                (r.secs - user - sys).max(0.0),
-            ),
-            None => println!(
-                "| {:>7} | {:>13} | {:>6.1} | n/a | n/a | n/a |",
-                r.links,
-                grouped(r.states_before as f64),
-                r.secs
-            ),
-        }
+        let cpu = r.cpu.map_or_else(
+            || "n/a | n/a | n/a".to_string(),
+            |(user, sys)| {
+                format!(
+                    "{user:>6.1} | {sys:>8.1} | {:>9.1}",
+                    (r.secs - user - sys).max(0.0)
+                )
+            },
+        );
+        let io = r.io.map_or_else(
+            || "n/a | n/a".to_string(),
+            |(read, written)| {
+                let per = |b: u64| b as f64 / 1024.0 / r.deposits as f64;
+                format!("{:>15.0} | {:>18.0}", per(read), per(written))
+            },
+        );
+        println!(
+            "| {:>7} | {:>13} | {:>6.1} | {cpu} | {io} |",
+            r.links,
+            grouped(r.states_before as f64),
+            r.secs,
+        );
     }
     if let Some((empty, full)) = scale {
         let (e, f) = (&runs[empty], &runs[full]);
