@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use mailer::crypto::{Digest, PublicKey};
 use mailer::money::{Amount, Timestamp};
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::error::IssuerError;
 
@@ -204,44 +204,17 @@ pub fn open_in_memory() -> Result<Connection, IssuerError> {
 }
 
 fn configure(conn: &Connection) -> Result<(), IssuerError> {
-    conn.busy_timeout(BUSY_TIMEOUT)?;
-    // journal_mode answers with a row; in memory it stays "memory".
-    let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
-    conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;")?;
-    Ok(())
+    Ok(mailer::sqlite::configure(conn, BUSY_TIMEOUT)?)
 }
 
 /// Brings the schema up to date.
 pub fn migrate(conn: &mut Connection) -> Result<(), IssuerError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    tx.execute_batch(
-        "CREATE TABLE IF NOT EXISTS schema_version (
-             id      INTEGER PRIMARY KEY CHECK (id = 1),
-             version INTEGER NOT NULL
-         ) STRICT;",
-    )?;
-    let found: i64 = tx
-        .query_row("SELECT version FROM schema_version WHERE id = 1", [], |r| {
-            r.get(0)
-        })
-        .optional()?
-        .unwrap_or(0);
-    let known = schema_version();
-    if found > known {
-        return Err(IssuerError::NewerSchema { found, known });
-    }
-    for step in MIGRATIONS.iter().skip(usize::try_from(found).unwrap_or(0)) {
-        tx.execute_batch(step)?;
-    }
-    tx.execute(
-        "INSERT INTO schema_version (id, version) VALUES (1, ?1)
-         ON CONFLICT (id) DO UPDATE SET version = ?1",
-        [known],
-    )?;
-    mailer::outbox::migrate(&tx)?;
-    mailer::inbox::migrate(&tx)?;
-    tx.commit()?;
-    Ok(())
+    use mailer::sqlite::SchemaError;
+    mailer::sqlite::migrate(conn, MIGRATIONS).map_err(|e| match e {
+        SchemaError::Newer { found, known } => IssuerError::NewerSchema { found, known },
+        SchemaError::Db(e) => IssuerError::from(e),
+        SchemaError::Outbox(e) => IssuerError::from(e),
+    })
 }
 
 // Conversions between protocol types and SQL values. Every read of a value

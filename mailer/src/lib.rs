@@ -44,6 +44,7 @@ pub mod note;
 pub mod outbox;
 pub mod overspend;
 pub mod settings;
+pub mod sqlite;
 pub mod smtp;
 
 #[cfg(any(test, feature = "testkit"))]

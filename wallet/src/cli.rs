@@ -232,6 +232,35 @@ fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
     Ok(())
 }
 
+/// Rows as JSON, or one line each of the named fields.
+fn print_rows(rows: &[serde_json::Value], json: bool, fields: &[&str]) -> Result<()> {
+    if json {
+        return print_json(&rows);
+    }
+    for r in rows {
+        let line: Vec<&str> = fields
+            .iter()
+            .map(|f| r[*f].as_str().unwrap_or(""))
+            .collect();
+        println!("{}", line.join(" "));
+    }
+    Ok(())
+}
+
+/// Starts an operation in one transaction, then sends its mail now.
+fn start(
+    cli: &Cli,
+    op: impl FnOnce(&rusqlite::Transaction<'_>, &Wallet) -> Result<i64, wallet::WalletError>,
+    said: impl FnOnce(i64) -> String,
+) -> Result<()> {
+    let mut ctx = open(cli)?;
+    let tx = wallet::db::immediate(&mut ctx.conn)?;
+    let id = op(&tx, &ctx.wallet)?;
+    tx.commit()?;
+    send_now(&mut ctx, &said(id));
+    Ok(())
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -344,42 +373,29 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                     })
                 })
                 .collect();
-            if *json {
-                print_json(&rows)?;
-            } else {
-                for r in rows {
-                    println!(
-                        "{} {} {}",
-                        r["currency"].as_str().unwrap_or(""),
-                        r["email"].as_str().unwrap_or(""),
-                        r["key"].as_str().unwrap_or("")
-                    );
-                }
-            }
+            print_rows(&rows, *json, &["currency", "email", "key"])?;
         }
         Command::Account(AccountCommand::Add { currency: c, code }) => {
-            let mut ctx = open(&cli)?;
             let c = currency(c)?;
-            let tx = wallet::db::immediate(&mut ctx.conn)?;
-            let id = ops::enroll(&tx, &ctx.wallet, c, code, now)?;
-            tx.commit()?;
-            send_now(
-                &mut ctx,
-                &format!(
-                    "Asked the {c} issuer to bind this wallet to the account (operation #{id})."
-                ),
-            );
+            start(
+                &cli,
+                |tx, w| ops::enroll(tx, w, c, code, now),
+                |id| {
+                    format!("Asked the {c} issuer to bind this wallet to the account (operation #{id}).")
+                },
+            )?;
         }
         Command::Card(CardCommand::New { currency: c }) => {
-            let mut ctx = open(&cli)?;
             let c = currency(c)?;
-            let tx = wallet::db::immediate(&mut ctx.conn)?;
-            let id = ops::new_card(&tx, &ctx.wallet, c, now)?;
-            tx.commit()?;
-            send_now(
-                &mut ctx,
-                &format!("Made a {c} card and asked the issuer for its license (operation #{id})."),
-            );
+            start(
+                &cli,
+                |tx, w| ops::new_card(tx, w, c, now),
+                |id| {
+                    format!(
+                        "Made a {c} card and asked the issuer for its license (operation #{id})."
+                    )
+                },
+            )?;
         }
         Command::Card(CardCommand::List { json }) => {
             let ctx = open(&cli)?;
@@ -396,54 +412,40 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                     })
                 })
                 .collect();
-            if *json {
-                print_json(&rows)?;
-            } else {
-                for r in rows {
-                    println!(
-                        "{} {} {}",
-                        r["currency"].as_str().unwrap_or(""),
-                        r["state"].as_str().unwrap_or(""),
-                        r["payment_key"].as_str().unwrap_or("")
-                    );
-                }
-            }
+            print_rows(&rows, *json, &["currency", "state", "payment_key"])?;
         }
         Command::Withdraw(a) => {
-            let mut ctx = open(&cli)?;
             let (amount, c) = a.parse()?;
-            let tx = wallet::db::immediate(&mut ctx.conn)?;
-            let id = ops::withdraw(&tx, &ctx.wallet, c, amount, now)?;
-            tx.commit()?;
-            send_now(
-                &mut ctx,
-                &format!(
-                    "Asked to withdraw {} {c} (operation #{id}).",
-                    amount.display_major(c)
-                ),
-            );
+            start(
+                &cli,
+                |tx, w| ops::withdraw(tx, w, c, amount, now),
+                |id| {
+                    format!(
+                        "Asked to withdraw {} {c} (operation #{id}).",
+                        amount.display_major(c)
+                    )
+                },
+            )?;
         }
         Command::Deposit(a) => {
-            let mut ctx = open(&cli)?;
             let (amount, c) = a.parse()?;
-            let tx = wallet::db::immediate(&mut ctx.conn)?;
-            let id = ops::deposit(&tx, &ctx.wallet, c, amount, now)?;
-            tx.commit()?;
-            send_now(
-                &mut ctx,
-                &format!(
-                    "Deposited {} {c} (operation #{id}); the receipt will say what was credited.",
-                    amount.display_major(c)
-                ),
-            );
+            start(
+                &cli,
+                |tx, w| ops::deposit(tx, w, c, amount, now),
+                |id| {
+                    format!("Deposited {} {c} (operation #{id}); the receipt will say what was credited.", amount.display_major(c))
+                },
+            )?;
         }
         Command::Send { amount, to, memo } => {
-            let mut ctx = open(&cli)?;
             let (a, c) = amount.parse()?;
-            let tx = wallet::db::immediate(&mut ctx.conn)?;
-            let id = ops::send(&tx, &ctx.wallet, c, a, to, memo, now)?;
-            tx.commit()?;
-            send_now(&mut ctx, &format!("Invited {to} to receive {} {c} (operation #{id}); the payment follows their wallet's answer.", a.display_major(c)));
+            start(
+                &cli,
+                |tx, w| ops::send(tx, w, c, a, to, memo, now),
+                |id| {
+                    format!("Invited {to} to receive {} {c} (operation #{id}); the payment follows their wallet's answer.", a.display_major(c))
+                },
+            )?;
         }
         Command::Cancel { id } => {
             let mut ctx = open(&cli)?;

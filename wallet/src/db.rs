@@ -17,7 +17,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{Connection, TransactionBehavior};
 
 use crate::error::WalletError;
 
@@ -138,42 +138,16 @@ pub fn open(path: &Path) -> Result<Connection, WalletError> {
 }
 
 fn configure(conn: &Connection) -> Result<(), WalletError> {
-    conn.busy_timeout(BUSY_TIMEOUT)?;
-    let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
-    conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;")?;
-    Ok(())
+    Ok(mailer::sqlite::configure(conn, BUSY_TIMEOUT)?)
 }
 
 fn migrate(conn: &mut Connection) -> Result<(), WalletError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    tx.execute_batch(
-        "CREATE TABLE IF NOT EXISTS schema_version (
-             id      INTEGER PRIMARY KEY CHECK (id = 1),
-             version INTEGER NOT NULL
-         ) STRICT;",
-    )?;
-    let found: i64 = tx
-        .query_row("SELECT version FROM schema_version WHERE id = 1", [], |r| {
-            r.get(0)
-        })
-        .optional()?
-        .unwrap_or(0);
-    let known = schema_version();
-    if found > known {
-        return Err(WalletError::NewerSchema { found, known });
-    }
-    for step in MIGRATIONS.iter().skip(usize::try_from(found).unwrap_or(0)) {
-        tx.execute_batch(step)?;
-    }
-    tx.execute(
-        "INSERT INTO schema_version (id, version) VALUES (1, ?1)
-         ON CONFLICT (id) DO UPDATE SET version = ?1",
-        [known],
-    )?;
-    mailer::outbox::migrate(&tx)?;
-    mailer::inbox::migrate(&tx)?;
-    tx.commit()?;
-    Ok(())
+    use mailer::sqlite::SchemaError;
+    mailer::sqlite::migrate(conn, MIGRATIONS).map_err(|e| match e {
+        SchemaError::Newer { found, known } => WalletError::NewerSchema { found, known },
+        SchemaError::Db(e) => WalletError::from(e),
+        SchemaError::Outbox(e) => WalletError::from(e),
+    })
 }
 
 /// A write transaction that takes the lock at once (so two wallet

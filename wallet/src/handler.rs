@@ -125,34 +125,22 @@ fn handle_envelope(
         Err(e) => return Ok(Outcome::Ignored(format!("an unreadable envelope: {e}"))),
     };
     match message {
-        Message::LicenseGranted(s) => from_issuer(
-            conn,
-            &s.unverified().request.clone(),
-            s.envelope(),
-            now,
-            |conn, op| license_granted(conn, op, &s, now),
-        ),
-        Message::Enrolled(s) => from_issuer(
-            conn,
-            &s.unverified().request.clone(),
-            s.envelope(),
-            now,
-            |conn, op| enrolled(conn, op, &s, now),
-        ),
-        Message::NotesIssued(s) => from_issuer(
-            conn,
-            &s.unverified().request.clone(),
-            s.envelope(),
-            now,
-            |conn, op| notes_issued(conn, op, &s, now),
-        ),
-        Message::DepositReceipt(s) => from_issuer(
-            conn,
-            &s.unverified().request.clone(),
-            s.envelope(),
-            now,
-            |conn, op| deposit_receipt(conn, op, &s, now),
-        ),
+        Message::LicenseGranted(s) => {
+            from_issuer(conn, &s.unverified().request, s.envelope(), |op| {
+                license_granted(conn, op, &s, now)
+            })
+        }
+        Message::Enrolled(s) => from_issuer(conn, &s.unverified().request, s.envelope(), |op| {
+            enrolled(conn, op, &s, now)
+        }),
+        Message::NotesIssued(s) => from_issuer(conn, &s.unverified().request, s.envelope(), |op| {
+            notes_issued(conn, op, &s, now)
+        }),
+        Message::DepositReceipt(s) => {
+            from_issuer(conn, &s.unverified().request, s.envelope(), |op| {
+                deposit_receipt(conn, op, &s, now)
+            })
+        }
         Message::RevocationList(s) => revocation_list(conn, &s),
         Message::Error(s) => error_reply(conn, w, &s, now),
         Message::PaymentInvite(s) => invite(conn, w, thread, &s, now),
@@ -172,8 +160,7 @@ fn from_issuer(
     conn: &Connection,
     request: &Digest,
     env: &Envelope,
-    _now: Timestamp,
-    f: impl FnOnce(&Connection, Op) -> Result<Outcome, WalletError>,
+    f: impl FnOnce(Op) -> Result<Outcome, WalletError>,
 ) -> Result<Outcome, WalletError> {
     let Some(op) = ops::op_by_request(conn, request)? else {
         return Ok(Outcome::Ignored(format!(
@@ -195,7 +182,7 @@ fn from_issuer(
             op.id, op.state
         )));
     }
-    f(conn, op)
+    f(op)
 }
 
 fn license_granted(

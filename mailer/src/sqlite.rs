@@ -1,0 +1,62 @@
+//! SQLite as every program here keeps it: WAL, a busy timeout, foreign
+//! keys on, full sync; and a versioned schema (`schema_version`) whose
+//! missing steps are applied in one IMMEDIATE transaction together with
+//! the outbox and inbox tables of this crate.
+
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+
+use crate::outbox::OutboxError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    #[error("database: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
+    #[error("the database was written by a newer version (schema {found}, this program knows {known})")]
+    Newer { found: i64, known: i64 },
+}
+
+/// WAL, `busy` as the busy timeout, foreign keys on, `synchronous = FULL`.
+pub fn configure(conn: &Connection, busy: Duration) -> rusqlite::Result<()> {
+    conn.busy_timeout(busy)?;
+    // journal_mode answers with a row; in memory it stays "memory".
+    let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;")
+}
+
+/// Applies the steps of `migrations` (one per version; a shipped step is
+/// never edited) that the database lacks, and the outbox and inbox tables.
+pub fn migrate(conn: &mut Connection, migrations: &[&str]) -> Result<(), SchemaError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_version (
+             id      INTEGER PRIMARY KEY CHECK (id = 1),
+             version INTEGER NOT NULL
+         ) STRICT;",
+    )?;
+    let found: i64 = tx
+        .query_row("SELECT version FROM schema_version WHERE id = 1", [], |r| {
+            r.get(0)
+        })
+        .optional()?
+        .unwrap_or(0);
+    let known = i64::try_from(migrations.len()).unwrap_or(i64::MAX);
+    if found > known {
+        return Err(SchemaError::Newer { found, known });
+    }
+    for step in migrations.iter().skip(usize::try_from(found).unwrap_or(0)) {
+        tx.execute_batch(step)?;
+    }
+    tx.execute(
+        "INSERT INTO schema_version (id, version) VALUES (1, ?1)
+         ON CONFLICT (id) DO UPDATE SET version = ?1",
+        [known],
+    )?;
+    crate::outbox::migrate(&tx)?;
+    crate::inbox::migrate(&tx)?;
+    tx.commit()?;
+    Ok(())
+}
