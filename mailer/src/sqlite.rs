@@ -15,7 +15,9 @@ pub enum SchemaError {
     Db(#[from] rusqlite::Error),
     #[error(transparent)]
     Outbox(#[from] OutboxError),
-    #[error("the database was written by a newer version (schema {found}, this program knows {known})")]
+    #[error(
+        "the database was written by a newer version (schema {found}, this program knows {known})"
+    )]
     Newer { found: i64, known: i64 },
 }
 
