@@ -44,8 +44,8 @@ pub mod note;
 pub mod outbox;
 pub mod overspend;
 pub mod settings;
-pub mod sqlite;
 pub mod smtp;
+pub mod sqlite;
 
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
