@@ -25,6 +25,10 @@
 //! - [`inbox`]: what was received and handled, and the IMAP position.
 //! - [`imap`]: the mailbox watcher (async-imap): hands each mail's raw
 //!   bytes to a handler exactly once, then files it away.
+//! - [`daemon`]: watcher + sender + periodic work + progress log until a
+//!   signal: the loop of every daemon.
+//! - [`sqlite`], [`settings`]: the database and mail settings every
+//!   program keeps.
 //!
 //! Everything above `mime` is pure data and pure functions: no clock, no
 //! I/O, no async runtime, no database. Callers pass the time in.
@@ -32,6 +36,7 @@
 pub mod cbor;
 pub mod clock;
 pub mod crypto;
+pub mod daemon;
 pub mod envelope;
 pub mod imap;
 pub mod inbox;

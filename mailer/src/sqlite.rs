@@ -29,6 +29,45 @@ pub fn configure(conn: &Connection, busy: Duration) -> rusqlite::Result<()> {
     conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;")
 }
 
+/// Applies the steps of `migrations` of the schema part `part` (tables a
+/// program adds to a database another crate's `migrate` laid out, with a
+/// version of their own), in one IMMEDIATE transaction.
+pub fn migrate_part(
+    conn: &mut Connection,
+    part: &str,
+    migrations: &[&str],
+) -> Result<(), SchemaError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_parts (
+             part    TEXT PRIMARY KEY,
+             version INTEGER NOT NULL
+         ) STRICT;",
+    )?;
+    let found: i64 = tx
+        .query_row(
+            "SELECT version FROM schema_parts WHERE part = ?1",
+            [part],
+            |r| r.get(0),
+        )
+        .optional()?
+        .unwrap_or(0);
+    let known = i64::try_from(migrations.len()).unwrap_or(i64::MAX);
+    if found > known {
+        return Err(SchemaError::Newer { found, known });
+    }
+    for step in migrations.iter().skip(usize::try_from(found).unwrap_or(0)) {
+        tx.execute_batch(step)?;
+    }
+    tx.execute(
+        "INSERT INTO schema_parts (part, version) VALUES (?1, ?2)
+         ON CONFLICT (part) DO UPDATE SET version = ?2",
+        rusqlite::params![part, known],
+    )?;
+    tx.commit()?;
+    Ok(())
+}
+
 /// Applies the steps of `migrations` (one per version; a shipped step is
 /// never edited) that the database lacks, and the outbox and inbox tables.
 pub fn migrate(conn: &mut Connection, migrations: &[&str]) -> Result<(), SchemaError> {

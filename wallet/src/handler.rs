@@ -53,7 +53,8 @@ impl MailHandler for WalletHandler {
 }
 
 /// What became of one envelope.
-enum Outcome {
+#[derive(Debug)]
+pub enum Outcome {
     Done,
     Ignored(String),
 }
@@ -113,7 +114,9 @@ pub fn handle_mail(
     })
 }
 
-fn handle_envelope(
+/// Handles one decoded-or-not envelope of a mail (the agent hands the
+/// wallet's kinds here too).
+pub fn handle_envelope(
     conn: &Connection,
     w: &Wallet,
     thread: &Thread,
@@ -907,19 +910,7 @@ fn payment(
     }
     match check_payment(conn, &op, &card, s, now) {
         Ok(view) => {
-            for (note, v) in p.notes.iter().zip(&view.notes) {
-                store::insert_note(
-                    conn,
-                    note,
-                    &v.current().id,
-                    card.id,
-                    v.current().value,
-                    v.expires_at,
-                    op.id,
-                    now,
-                )?;
-            }
-            store::remember_licenses(conn, &p.licenses)?;
+            keep_notes(conn, &p.notes, &view, &p.licenses, card.id, op.id, now)?;
             let receipt = Signed::sign(
                 Receipt {
                     transfer: p.transfer,
@@ -972,6 +963,33 @@ fn payment(
     }
 }
 
+/// Stores verified notes on `card` as spendable (brought by `op`), and
+/// the licenses that came with them.
+#[allow(clippy::too_many_arguments)]
+pub fn keep_notes(
+    conn: &Connection,
+    notes: &[mailer::note::Note],
+    view: &mailer::note::BundleView,
+    licenses: &[Signed<mailer::license::License>],
+    card: i64,
+    op: i64,
+    now: Timestamp,
+) -> Result<(), WalletError> {
+    for (note, v) in notes.iter().zip(&view.notes) {
+        store::insert_note(
+            conn,
+            note,
+            &v.current().id,
+            card,
+            v.current().value,
+            v.expires_at,
+            op,
+            now,
+        )?;
+    }
+    store::remember_licenses(conn, licenses)
+}
+
 /// The payee's offline check of a whole payment.
 fn check_payment(
     conn: &Connection,
@@ -980,12 +998,6 @@ fn check_payment(
     s: &Signed<Payment>,
     now: Timestamp,
 ) -> Result<mailer::note::BundleView, (ErrorCode, String)> {
-    let db = |e: WalletError| {
-        (
-            ErrorCode::BadRequest,
-            format!("the payee's wallet failed: {e}"),
-        )
-    };
     let p = s.unverified();
     let Some(challenge) = op.data.challenge else {
         return Err((
@@ -1012,24 +1024,62 @@ fn check_payment(
             ),
         ));
     }
-    let issuer = store::need_issuer(conn, op.currency).map_err(db)?;
-    // Signed by a card the pinned issuer licensed (the payer's card
-    // authenticates the payment; the notes' links are checked below).
-    let book = store::license_book(conn, &issuer, &p.licenses).map_err(db)?;
-    let revocations = store::revocations(&issuer);
-    let policy = NotePolicy {
-        issuer: &issuer.key,
-        currency: op.currency,
-        now,
-        licenses: &book,
-        revocations: &revocations,
-        expect: Expect::Paid {
+    verify_paid(
+        conn,
+        op.currency,
+        &p.notes,
+        &p.licenses,
+        Expect::Paid {
             payee: card.keys.payment,
             challenge,
         },
+        Some(p.amount),
+        now,
+    )
+}
+
+/// Verifies notes paid to this wallet (or agent) offline: the whole chain
+/// against the pinned issuer of `currency`, the licenses given and stored,
+/// the newest revocation list held, `expect` for the last links, the
+/// total against `declared`; and that no state was received before.
+/// The refusal is a code and a reason for the signed error reply.
+#[allow(clippy::too_many_arguments)]
+pub fn verify_paid(
+    conn: &Connection,
+    currency: mailer::money::Currency,
+    notes: &[mailer::note::Note],
+    licenses: &[Signed<mailer::license::License>],
+    expect: Expect,
+    declared: Option<mailer::money::Amount>,
+    now: Timestamp,
+) -> Result<mailer::note::BundleView, (ErrorCode, String)> {
+    let db = |e: WalletError| {
+        (
+            ErrorCode::BadRequest,
+            format!("the receiving wallet failed: {e}"),
+        )
+    };
+    let issuer = match store::issuer(conn, currency).map_err(db)? {
+        Some(i) => i,
+        None => {
+            return Err((
+                ErrorCode::WrongCurrency,
+                format!("no {currency} issuer is pinned here"),
+            ))
+        }
+    };
+    let book = store::license_book(conn, &issuer, licenses).map_err(db)?;
+    let revocations = store::revocations(&issuer);
+    let policy = NotePolicy {
+        issuer: &issuer.key,
+        currency,
+        now,
+        licenses: &book,
+        revocations: &revocations,
+        expect,
         accept_expired: false,
     };
-    let view = verify_bundle(&p.notes, &policy, Some(p.amount))
+    let view = verify_bundle(notes, &policy, declared)
         .map_err(|e| (ErrorCode::for_bundle(&e), e.to_string()))?;
     for v in &view.notes {
         if store::has_state(conn, &v.current().id).map_err(db)? {

@@ -12,26 +12,33 @@ use crate::ops::Wallet;
 use crate::store::sql_time;
 use crate::vault::Vault;
 
-pub const SETTINGS_FILE: &str = "wallet.toml";
-pub const DB_FILE: &str = "wallet.db";
-
 #[derive(Clone, Debug)]
 pub struct Home {
     dir: PathBuf,
+    name: &'static str,
 }
 
 impl Home {
+    /// A wallet's home: `wallet.toml`, `wallet.db`.
     pub fn new(dir: impl Into<PathBuf>) -> Home {
-        Home { dir: dir.into() }
+        Home::named(dir, "wallet")
+    }
+    /// A home whose files are `NAME.toml` and `NAME.db` (the exchange
+    /// agent keeps its float in a wallet of its own, `agent.db`).
+    pub fn named(dir: impl Into<PathBuf>, name: &'static str) -> Home {
+        Home {
+            dir: dir.into(),
+            name,
+        }
     }
     pub fn dir(&self) -> &Path {
         &self.dir
     }
     pub fn db_path(&self) -> PathBuf {
-        self.dir.join(DB_FILE)
+        self.dir.join(format!("{}.db", self.name))
     }
     pub fn settings_path(&self) -> PathBuf {
-        self.dir.join(SETTINGS_FILE)
+        self.dir.join(format!("{}.toml", self.name))
     }
 
     /// Creates a new wallet for `address`; refuses an existing one.
@@ -45,7 +52,8 @@ impl Home {
             .map_err(|e| WalletError::refused(format!("{address:?} is not a mail address: {e}")))?;
         if self.db_path().exists() {
             return Err(WalletError::refused(format!(
-                "a wallet already exists in {}; choose another directory",
+                "a {} already exists in {}; choose another directory",
+                self.name,
                 self.dir.display()
             )));
         }
@@ -83,8 +91,11 @@ impl Home {
     pub fn open(&self, passphrase: Option<&str>) -> Result<(Wallet, Connection), WalletError> {
         if !self.db_path().exists() {
             return Err(WalletError::refused(format!(
-                "no wallet in {}; create one with `wallet init`, or give --home (or WALLET_HOME)",
-                self.dir.display()
+                "no {} in {}; create one with `{} init`, or give --home (or {}_HOME)",
+                self.name,
+                self.dir.display(),
+                self.name,
+                self.name.to_uppercase()
             )));
         }
         let conn = crate::db::open(&self.db_path())?;
