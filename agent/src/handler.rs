@@ -1,0 +1,339 @@
+//! Mail in, replies out: the agent's [`MailHandler`]. For each envelope
+//! of a mail, in the watcher's transaction:
+//!
+//! 1. A request decided before (its envelope id is in `agent_requests`)
+//!    gets its stored reply again, in a new mail, and nothing else.
+//! 2. An exchange request goes to [`crate::exchange`]; its decision, the
+//!    state it changes and the reply it queues commit together.
+//! 3. Anything else (the issuers' answers to the agent's own withdrawals,
+//!    deposits and licenses; payments to its cards) is the agent's wallet's
+//!    business: `wallet::handler::handle_envelope`.
+//!
+//! Replies thread to the request and go to its From address; no error is
+//! ever sent in answer to an automatic mail.
+
+use mailer::crypto::digest;
+use mailer::envelope::{Body, Envelope, Signed};
+use mailer::imap::{Disposition, HandlerError, IncomingMail, MailHandler};
+use mailer::messages::{ErrorReply, Message};
+use mailer::mime::{self, MimeError};
+use mailer::money::Timestamp;
+use rusqlite::{Connection, Transaction};
+use wallet::handler::{Outcome, Thread};
+
+use crate::error::AgentError;
+use crate::exchange::{self, Answer, Cx, Refusal};
+use crate::home::Agent;
+use crate::store;
+
+/// Where the clock comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Clock {
+    System,
+    /// The wall clock moved by this many seconds (tests of deadlines).
+    Offset(i64),
+}
+
+impl Clock {
+    pub fn now(self) -> Timestamp {
+        let now = mailer::clock::now();
+        match self {
+            Clock::System => now,
+            Clock::Offset(s) if s >= 0 => now.saturating_add_secs(s.unsigned_abs()),
+            Clock::Offset(s) => now.saturating_sub_secs(s.unsigned_abs()),
+        }
+    }
+}
+
+/// The agent's handler for [`mailer::imap::Watcher`].
+#[derive(Debug)]
+pub struct AgentHandler {
+    pub agent: Agent,
+    pub clock: Clock,
+    /// Test only: take first payments, never make second payments.
+    pub withhold_second_payments: bool,
+}
+
+impl MailHandler for AgentHandler {
+    fn handle(
+        &mut self,
+        tx: &Transaction<'_>,
+        mail: &IncomingMail<'_>,
+    ) -> Result<Disposition, HandlerError> {
+        handle_mail(
+            tx,
+            &self.agent,
+            mail.raw,
+            self.clock.now(),
+            self.withhold_second_payments,
+        )
+        .map_err(|e| HandlerError(e.to_string()))
+    }
+}
+
+/// Handles one mail in `conn`'s transaction. `Err` only for the agent's
+/// own failures (the mail is tried again later).
+pub fn handle_mail(
+    conn: &Connection,
+    agent: &Agent,
+    raw: &[u8],
+    now: Timestamp,
+    withhold_second_payments: bool,
+) -> Result<Disposition, AgentError> {
+    let mail = match mime::parse_mail(raw) {
+        Ok(m) => m,
+        Err(
+            e @ (MimeError::NotMime | MimeError::NoAttachment | MimeError::WrongContentType { .. }),
+        ) => {
+            return Ok(Disposition::Rejected {
+                reason: format!("not a protocol mail: {e}"),
+            })
+        }
+        Err(e) => {
+            let h = mime::read_headers(raw);
+            let thread = Thread {
+                from: h.from.filter(|a| mime::parse_address(a).is_ok()),
+                message_id: h.message_id,
+                references: h.references,
+                automatic: h.auto_submitted,
+            };
+            let refusal = Refusal::new(
+                e.code(),
+                format!("{e}; the mail was not read. Send the request again"),
+            );
+            let n = u64::from_be_bytes(
+                digest(&[b"agent-mail-refusal", raw]).as_bytes()[..8]
+                    .try_into()
+                    .unwrap_or([0; 8]),
+            );
+            send_error(conn, agent, &thread, None, &refusal, n, now)?;
+            return Ok(Disposition::Rejected {
+                reason: refusal.reason,
+            });
+        }
+    };
+    let mut references = mail.references.clone();
+    if let Some(m) = &mail.message_id {
+        if !references.contains(m) {
+            references.push(m.clone());
+        }
+    }
+    let thread = Thread {
+        from: mail.from.clone().filter(|a| mime::parse_address(a).is_ok()),
+        message_id: mail.message_id.clone(),
+        references,
+        automatic: mail.auto_submitted,
+    };
+    let mut ignored = Vec::new();
+    let mut done = 0;
+    for env in mail.envelopes {
+        match handle_envelope(conn, agent, &thread, env, now, withhold_second_payments)? {
+            Outcome::Done => done += 1,
+            Outcome::Ignored(why) => {
+                tracing::warn!(reason = %why, "an incoming message was not used");
+                ignored.push(why)
+            }
+        }
+    }
+    Ok(if done > 0 || ignored.is_empty() {
+        Disposition::Processed
+    } else {
+        Disposition::Rejected {
+            reason: ignored.join("; "),
+        }
+    })
+}
+
+fn handle_envelope(
+    conn: &Connection,
+    agent: &Agent,
+    thread: &Thread,
+    env: Envelope,
+    now: Timestamp,
+    withhold_second_payments: bool,
+) -> Result<Outcome, AgentError> {
+    let id = env.id();
+    if let Some(stored) = store::decided(conn, &id)? {
+        return replay(conn, agent, thread, &env, stored, now);
+    }
+    let message = match Message::decode(env.clone()) {
+        Ok(m) => m,
+        // Not the agent's to read: the wallet says why it is not used.
+        Err(_) => {
+            return Ok(wallet::handler::handle_envelope(
+                conn,
+                &agent.wallet,
+                thread,
+                env,
+                now,
+            )?)
+        }
+    };
+    let cx = Cx {
+        conn,
+        agent,
+        peer: thread.from.as_deref().unwrap_or(""),
+        now,
+        withhold_second_payments,
+    };
+    let (answer, tr_id) = match &message {
+        Message::QuoteRequest(s) => (exchange::quote(&cx, s)?, None),
+        Message::OfferAcceptance(s) => (exchange::accept(&cx, s)?, Some(s.unverified().tr_id)),
+        Message::FirstPayment(s) => (exchange::first_payment(&cx, s)?, Some(s.unverified().tr_id)),
+        Message::SecondPaymentRequest(s) => (
+            exchange::second_request(&cx, s)?,
+            Some(s.unverified().tr_id),
+        ),
+        _ => {
+            return Ok(wallet::handler::handle_envelope(
+                conn,
+                &agent.wallet,
+                thread,
+                env,
+                now,
+            )?)
+        }
+    };
+    let tr_id = tr_id.or_else(|| match &answer {
+        Answer::Reply(r) => Signed::<mailer::messages::Offer>::from_envelope(r.clone())
+            .ok()
+            .map(|o| o.unverified().terms.tr_id),
+        _ => None,
+    });
+    match answer {
+        Answer::Reply(reply) => {
+            store::record(conn, &env, tr_id.as_ref(), Some(&reply), now)?;
+            send(conn, agent, thread, &reply, 0, now)?;
+            Ok(Outcome::Done)
+        }
+        Answer::Taken => {
+            store::record(conn, &env, tr_id.as_ref(), None, now)?;
+            Ok(Outcome::Done)
+        }
+        Answer::Refused(refusal) => {
+            let reply = error_reply(agent, &env, &refusal)?;
+            store::record(conn, &env, tr_id.as_ref(), Some(&reply), now)?;
+            if !thread.automatic {
+                send(conn, agent, thread, &reply, 0, now)?;
+            }
+            Ok(Outcome::Ignored(format!("refused: {}", refusal.reason)))
+        }
+        Answer::Unrecorded(refusal) => {
+            let n = u64::from_be_bytes(
+                digest(&[
+                    b"agent-unrecorded",
+                    id.as_bytes(),
+                    env.signature().as_bytes(),
+                ])
+                .as_bytes()[..8]
+                    .try_into()
+                    .unwrap_or([0; 8]),
+            );
+            send_error(conn, agent, thread, Some(&env), &refusal, n, now)?;
+            Ok(Outcome::Ignored(format!("refused: {}", refusal.reason)))
+        }
+        Answer::Withheld => Ok(Outcome::Done),
+    }
+}
+
+/// The stored reply to a request seen before, sent again.
+fn replay(
+    conn: &Connection,
+    agent: &Agent,
+    thread: &Thread,
+    env: &Envelope,
+    stored: store::Decided,
+    now: Timestamp,
+) -> Result<Outcome, AgentError> {
+    let n = store::count_resend(conn, &env.id())?;
+    let Some(reply) = stored.reply else {
+        return Ok(Outcome::Done);
+    };
+    let is_error = reply.kind() == ErrorReply::KIND;
+    if !(is_error && thread.automatic) {
+        send(conn, agent, thread, &reply, n + 1, now)?;
+    }
+    Ok(if is_error {
+        Outcome::Ignored(format!("a {} refused before, answered again", stored.kind))
+    } else {
+        Outcome::Done
+    })
+}
+
+fn error_reply(agent: &Agent, request: &Envelope, r: &Refusal) -> Result<Envelope, AgentError> {
+    Ok(agent
+        .sign(ErrorReply {
+            request: Some(request.id()),
+            request_kind: Some(
+                request
+                    .kind()
+                    .chars()
+                    .take(mailer::limits::MAX_KIND_LEN)
+                    .collect(),
+            ),
+            code: r.code,
+            reason: r.reason.clone(),
+            evidence: r.evidence.clone(),
+        })?
+        .into_envelope())
+}
+
+fn send_error(
+    conn: &Connection,
+    agent: &Agent,
+    thread: &Thread,
+    request: Option<&Envelope>,
+    r: &Refusal,
+    n: u64,
+    now: Timestamp,
+) -> Result<(), AgentError> {
+    if thread.automatic {
+        return Ok(());
+    }
+    let reply = match request {
+        Some(req) => error_reply(agent, req, r)?,
+        None => agent
+            .sign(ErrorReply {
+                request: None,
+                request_kind: None,
+                code: r.code,
+                reason: r.reason.clone(),
+                evidence: Vec::new(),
+            })?
+            .into_envelope(),
+    };
+    send(conn, agent, thread, &reply, n, now)
+}
+
+fn send(
+    conn: &Connection,
+    agent: &Agent,
+    thread: &Thread,
+    reply: &Envelope,
+    n: u64,
+    now: Timestamp,
+) -> Result<(), AgentError> {
+    let Some(to) = &thread.from else {
+        return Ok(());
+    };
+    let subject = match reply.kind() {
+        "offer" => "Exchange offer".to_string(),
+        "signed-offer" => "Signed offer".to_string(),
+        "second-payment" => "Second payment".to_string(),
+        "refund" => "Refund of your payment".to_string(),
+        _ => match Signed::<ErrorReply>::from_envelope(reply.clone()) {
+            Ok(e) => format!("Request refused: {}", e.unverified().code),
+            Err(_) => reply.kind().to_string(),
+        },
+    };
+    agent.wallet.answer(
+        conn,
+        to,
+        &format!("exchange agent: {subject}"),
+        thread,
+        reply,
+        n,
+        now,
+    )?;
+    Ok(())
+}
