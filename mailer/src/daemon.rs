@@ -49,8 +49,8 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, DaemonError> {
 }
 
 /// Periodic work in its own transaction(s): `work` returns how many mails
-/// it queued (the sender is woken when that is not zero), or an error
-/// that is logged (the next tick tries again).
+/// it queued, or an error that is logged (the next tick tries again). The
+/// sender is woken after every tick.
 pub struct Tick {
     pub every: Duration,
     pub conn: Connection,
@@ -128,11 +128,12 @@ async fn run_tick(tick: Option<Tick>, wake: Arc<Notify>, stop: impl Future<Outpu
         return stop.await;
     };
     loop {
-        match (tick.work)(&mut tick.conn) {
-            Ok(0) => {}
-            Ok(_) => wake.notify_one(),
-            Err(e) => tracing::warn!(error = %e, "periodic work failed; will try again"),
+        if let Err(e) = (tick.work)(&mut tick.conn) {
+            tracing::warn!(error = %e, "periodic work failed; will try again");
         }
+        // Mail may also have been queued by the operator's commands, from
+        // another process: the sender looks at every tick.
+        wake.notify_one();
         tokio::select! {
             _ = &mut stop => return,
             _ = tokio::time::sleep(tick.every) => {}

@@ -12,6 +12,8 @@
 //! - [`note`]: issuances, payment links, notes, offline verification.
 //! - [`overspend`]: the issuer's overspend check and self-verifying proofs.
 //! - [`messages`]: every protocol message kind, and [`messages::Message`].
+//! - [`evidence`]: an exchange's envelopes as one bundle, and what they
+//!   prove, checked with public keys alone.
 //! - [`mime`]: protocol emails: build them (lettre) and read them
 //!   (mail-parser) into verified-able envelopes.
 //!
@@ -38,6 +40,7 @@ pub mod clock;
 pub mod crypto;
 pub mod daemon;
 pub mod envelope;
+pub mod evidence;
 pub mod imap;
 pub mod inbox;
 pub mod license;

@@ -22,6 +22,7 @@ const PURE: &[&str] = &[
     "note.rs",
     "overspend.rs",
     "messages",
+    "evidence.rs",
 ];
 
 const FORBIDDEN: &[&str] = &[

@@ -2,16 +2,20 @@
 //! it, then tries one sync pass (send, read) so that it is on its way;
 //! `wallet sync` finishes what is pending.
 
+use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use mailer::crypto::PublicKey;
+use mailer::evidence::ExchangeEvidence;
+use mailer::messages::QuoteAmount;
 use mailer::money::{Amount, Currency};
 use mailer::settings::{MailArgs, MailSettings};
 use rusqlite::Connection;
+use wallet::exchange::{self, ExchangeStatus, Policy};
 use wallet::sync::{SyncOptions, SyncReport};
 use wallet::{ops, view, Home, Wallet};
 
@@ -30,8 +34,12 @@ Examples:
   wallet send 700 JPY --to bob@example.test --memo \"lunch\"
   wallet sync --wait
   wallet balance
+  wallet agent add fx@agent.example.test --key 9f1c44d0...77aa
+  wallet exchange 1000 JPY --to USD --agent fx@agent.example.test --max-rate 160
+  wallet evidence 0a1b2c3d4e5f60718293a4b5c6d7e8f9 --out exchange.evidence
 
-Exit codes: 0 done, 1 failed, 2 bad usage, 4 `sync --wait` timed out.";
+Exit codes: 0 done, 1 failed, 2 bad usage, 4 `sync --wait` (or an
+exchange's wait) timed out.";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -134,6 +142,163 @@ enum Command {
     },
     /// Operations not finished, and what each waits for.
     Pending {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pin an exchange agent's key; nothing unpinned is trusted.
+    #[command(subcommand)]
+    Agent(AgentCommand),
+    /// Exchange one currency for another through an agent.
+    ///
+    /// `wallet exchange AMOUNT CURRENCY --to CUR` pays AMOUNT of CURRENCY
+    /// and receives CUR; `wallet exchange AMOUNT CURRENCY --from CUR`
+    /// receives AMOUNT of CURRENCY and pays in CUR. The agent answers with
+    /// an offer (A1 to pay by D1, A2 to receive); with --yes, or when the
+    /// price A1/A2 is within --max-rate, it is accepted at once; otherwise
+    /// you are asked (on a terminal), or it waits for `wallet exchange
+    /// accept`. Once the agent has signed the offer, the wallet pays A1 and
+    /// asks for A2 in one mail, and waits for A2.
+    #[command(after_help = EXCHANGE_HELP)]
+    Exchange(ExchangeArgs),
+    /// Export the evidence of an exchange, or check an evidence file.
+    ///
+    /// The file holds every signed envelope of the exchange (the agent's
+    /// signed offer, your payment, your request, its answers) and the
+    /// issuer keys you pin; anyone can check it with public keys alone.
+    #[command(
+        after_help = "Examples:\n  wallet evidence 0a1b2c3d4e5f60718293a4b5c6d7e8f9 --out exchange.evidence\n  wallet evidence verify exchange.evidence\n  wallet evidence verify exchange.evidence --json"
+    )]
+    Evidence(EvidenceArgs),
+}
+
+const EXCHANGE_HELP: &str = "\
+Examples:
+  wallet exchange 1000 JPY --to USD --agent fx@agent.example.test
+  wallet exchange 1000 JPY --to USD --agent fx@agent.example.test --max-rate 160
+  wallet exchange 10.00 USD --from JPY --agent fx@agent.example.test --yes
+  wallet exchange 1000 JPY --to USD --agent fx@agent.example.test --no-wait
+  wallet exchange status
+  wallet exchange status 0a1b2c3d4e5f60718293a4b5c6d7e8f9 --json
+  wallet exchange accept 0a1b2c3d4e5f60718293a4b5c6d7e8f9
+  wallet exchange decline 0a1b2c3d4e5f60718293a4b5c6d7e8f9
+
+--max-rate R: the most units of the currency you pay per one unit of the
+currency you receive (160 means at most 160 JPY per USD).
+An exchange is named by its TrID (32 hex digits, known once the offer
+arrives) or its operation number (`#7`).";
+
+#[derive(Debug, Subcommand)]
+enum AgentCommand {
+    /// Pin the key of the exchange agent at an address.
+    #[command(
+        after_help = "Example:\n  wallet agent add fx@agent.example.test --key 9f1c44d0...77aa (64 hex digits)"
+    )]
+    Add {
+        address: String,
+        /// The agent's public key, as the agent's operator publishes it.
+        #[arg(long)]
+        key: String,
+    },
+    /// List the pinned agents.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+struct ExchangeArgs {
+    #[command(subcommand)]
+    command: Option<ExchangeCommand>,
+    #[command(flatten)]
+    new: NewExchange,
+}
+
+#[derive(Debug, Args)]
+struct NewExchange {
+    /// In major units: what you pay (with --to) or receive (with --from).
+    #[arg(required = true)]
+    amount: Option<String>,
+    #[arg(required = true)]
+    currency: Option<String>,
+    /// Pay AMOUNT CURRENCY, receive this currency.
+    #[arg(long, value_name = "CUR", conflicts_with = "from")]
+    to: Option<String>,
+    /// Receive AMOUNT CURRENCY, pay in this currency.
+    #[arg(long, value_name = "CUR")]
+    from: Option<String>,
+    /// The agent's mail address (pinned with `wallet agent add`).
+    #[arg(long, value_name = "ADDRESS")]
+    agent: Option<String>,
+    /// Accept the offer at once when it asks at most R units of the paying
+    /// currency per unit of the receiving currency.
+    #[arg(long, value_name = "R", conflicts_with = "yes")]
+    max_rate: Option<String>,
+    /// Accept any offer that passes the wallet's checks.
+    #[arg(long)]
+    yes: bool,
+    /// Only send the request; `wallet sync` and `wallet exchange accept`
+    /// do the rest.
+    #[arg(long)]
+    no_wait: bool,
+    /// Give up waiting after this many seconds (exit code 4); the exchange
+    /// goes on with `wallet sync`.
+    #[arg(long, default_value_t = 300, value_name = "S")]
+    timeout: u64,
+    /// Seconds between passes while waiting.
+    #[arg(long, default_value_t = 2, value_name = "S")]
+    poll: u64,
+}
+
+#[derive(Debug, Subcommand)]
+enum ExchangeCommand {
+    /// Accept an offer that waits for you.
+    #[command(after_help = "Example:\n  wallet exchange accept 0a1b2c3d4e5f60718293a4b5c6d7e8f9")]
+    Accept {
+        /// The exchange: its TrID, or its operation number (#7).
+        exchange: String,
+    },
+    /// Decline an exchange that has not paid yet.
+    #[command(after_help = "Example:\n  wallet exchange decline 0a1b2c3d4e5f60718293a4b5c6d7e8f9")]
+    Decline {
+        /// The exchange: its TrID, or its operation number (#7).
+        exchange: String,
+    },
+    /// One exchange in full (state, amounts, deadlines, what it waits for,
+    /// every envelope held), or every exchange in one line each.
+    #[command(
+        after_help = "Examples:\n  wallet exchange status\n  wallet exchange status 0a1b2c3d4e5f60718293a4b5c6d7e8f9 --json"
+    )]
+    Status {
+        /// The exchange: its TrID, or its operation number (#7).
+        exchange: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+struct EvidenceArgs {
+    #[command(subcommand)]
+    command: Option<EvidenceCommand>,
+    /// The exchange: its TrID, or its operation number (#7).
+    #[arg(required = true)]
+    exchange: Option<String>,
+    /// Where to write the bundle.
+    #[arg(long, value_name = "FILE", required = true)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum EvidenceCommand {
+    /// Check an evidence file with public keys alone and say what it proves.
+    #[command(
+        after_help = "Examples:\n  wallet evidence verify exchange.evidence\n  wallet evidence verify exchange.evidence --json\n\nExit code 1 when the file is not valid evidence (a signature fails)."
+    )]
+    Verify {
+        file: PathBuf,
         #[arg(long)]
         json: bool,
     },
@@ -283,10 +448,22 @@ fn settings(home: &Home) -> Result<MailSettings> {
 
 /// One sync pass or a wait; prints progress to stderr as it changes.
 fn do_sync(ctx: &mut Ctx, opts: SyncOptions, quiet: bool) -> Result<SyncReport> {
+    do_sync_until(ctx, opts, quiet, |_, r| {
+        r.pending.iter().all(|p| p.waits_for_user) && r.unsent == 0
+    })
+}
+
+/// Like [`do_sync`], waiting until `stop` says so.
+fn do_sync_until(
+    ctx: &mut Ctx,
+    opts: SyncOptions,
+    quiet: bool,
+    stop: impl FnMut(&Connection, &SyncReport) -> bool,
+) -> Result<SyncReport> {
     let s = settings(&ctx.home)?;
     let rt = runtime()?;
     let mut last = String::new();
-    let report = rt.block_on(wallet::sync::sync(
+    let report = rt.block_on(wallet::sync::sync_until(
         &ctx.home,
         &ctx.wallet,
         &mut ctx.conn,
@@ -314,6 +491,7 @@ fn do_sync(ctx: &mut Ctx, opts: SyncOptions, quiet: bool) -> Result<SyncReport> 
             }
             last = now;
         },
+        stop,
     ))?;
     Ok(report)
 }
@@ -508,6 +686,36 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 }
             }
         }
+        Command::Agent(AgentCommand::Add { address, key }) => {
+            let ctx = open(&cli)?;
+            let key = PublicKey::from_hex(key).with_context(|| {
+                format!("{key:?} is not a key: give the agent's full key, 64 hex digits")
+            })?;
+            if exchange::add_agent(&ctx.conn, address, key, now)? {
+                println!("Pinned the agent {address} (key {}).", key.fingerprint());
+            } else {
+                println!(
+                    "The agent {address} was already pinned to this key ({}).",
+                    key.fingerprint()
+                );
+            }
+        }
+        Command::Agent(AgentCommand::List { json }) => {
+            let ctx = open(&cli)?;
+            let rows: Vec<_> = wallet::store::agents(&ctx.conn)?
+                .into_iter()
+                .map(|a| {
+                    serde_json::json!({
+                        "address": a.address,
+                        "key": a.key.to_hex(),
+                        "added_at": a.added_at.unix(),
+                    })
+                })
+                .collect();
+            print_rows(&rows, *json, &["address", "key"])?;
+        }
+        Command::Exchange(args) => return run_exchange(&cli, args, now),
+        Command::Evidence(args) => return run_evidence(&cli, args, now),
         Command::History { json } | Command::Pending { json } => {
             let ctx = open(&cli)?;
             let lines = match &cli.command {
@@ -531,6 +739,289 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                     );
                 }
             }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+// ---- exchange -----------------------------------------------------------------
+
+fn run_exchange(cli: &Cli, args: &ExchangeArgs, now: mailer::money::Timestamp) -> Result<ExitCode> {
+    match &args.command {
+        Some(ExchangeCommand::Accept { exchange: which }) => {
+            let mut ctx = open(cli)?;
+            let tx = wallet::db::immediate(&mut ctx.conn)?;
+            let op = exchange::find(&tx, which)?;
+            let state = exchange::accept(&tx, &ctx.wallet, op.id, now)?;
+            tx.commit()?;
+            if state != "accepting" {
+                let st = exchange::status(&ctx.conn, op.id)?;
+                println!("Exchange {} is {}: {}", name(&st), st.state, st.detail);
+                return Ok(ExitCode::from(1));
+            }
+            send_now(
+                &mut ctx,
+                &format!("Accepted exchange {which}; the wallet pays once the agent has signed the offer."),
+            );
+        }
+        Some(ExchangeCommand::Decline { exchange: which }) => {
+            let mut ctx = open(cli)?;
+            let tx = wallet::db::immediate(&mut ctx.conn)?;
+            let op = exchange::find(&tx, which)?;
+            exchange::decline(&tx, op.id, now)?;
+            tx.commit()?;
+            println!("Declined exchange {which}; nothing was paid.");
+        }
+        Some(ExchangeCommand::Status {
+            exchange: which,
+            json,
+        }) => {
+            let ctx = open(cli)?;
+            match which {
+                Some(w) => {
+                    let op = exchange::find(&ctx.conn, w)?;
+                    let st = exchange::status(&ctx.conn, op.id)?;
+                    if *json {
+                        print_json(&st)?;
+                    } else {
+                        print_status(&st);
+                    }
+                }
+                None => {
+                    let all = exchange::statuses(&ctx.conn)?;
+                    if *json {
+                        print_json(&all)?;
+                    } else if all.is_empty() {
+                        println!("No exchanges.");
+                    } else {
+                        for st in all {
+                            println!(
+                                "#{:<4} {:<32} {:<9} {} -> {}: {}",
+                                st.op,
+                                st.tr_id.as_deref().unwrap_or("-"),
+                                st.state,
+                                st.a1.as_deref().unwrap_or(&st.asked),
+                                st.a2.as_deref().unwrap_or(&st.receive_currency),
+                                st.detail
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        None => return new_exchange(cli, &args.new, now),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn new_exchange(cli: &Cli, n: &NewExchange, now: mailer::money::Timestamp) -> Result<ExitCode> {
+    let (Some(amount), Some(cur)) = (&n.amount, &n.currency) else {
+        bail!("say what to exchange: `wallet exchange AMOUNT CURRENCY --to CUR --agent ADDRESS` (see `wallet exchange --help`)");
+    };
+    let c = currency(cur)?;
+    let a = Amount::parse_major(amount, c)
+        .with_context(|| format!("{amount:?} is not an amount of {c}"))?;
+    let (from, to, quote) = match (&n.to, &n.from) {
+        (Some(to), None) => (c, currency(to)?, QuoteAmount::Pay(a)),
+        (None, Some(from)) => (currency(from)?, c, QuoteAmount::Receive(a)),
+        _ => bail!(
+            "say which way: --to CUR pays {amount} {c} for CUR; --from CUR receives {amount} {c} paid in CUR"
+        ),
+    };
+    let Some(agent) = &n.agent else {
+        bail!("say which agent: --agent ADDRESS (pin its key first with `wallet agent add ADDRESS --key KEY`)");
+    };
+    let policy = match (&n.max_rate, n.yes) {
+        (_, true) => Policy::Any,
+        (Some(r), false) => Policy::MaxRate(r.parse().map_err(|_| {
+            anyhow::anyhow!("{r:?} is not a rate: give a positive decimal such as 160 or 0.0067")
+        })?),
+        (None, false) => Policy::Ask,
+    };
+    let mut ctx = open(cli)?;
+    let tx = wallet::db::immediate(&mut ctx.conn)?;
+    let id = exchange::start(&tx, &ctx.wallet, agent, from, to, quote, policy, now)?;
+    tx.commit()?;
+    let asked = match quote {
+        QuoteAmount::Pay(a) => format!("{} {from} for {to}", a.display_major(from)),
+        QuoteAmount::Receive(a) => format!("{} {to} for {from}", a.display_major(to)),
+    };
+    if n.no_wait {
+        send_now(
+            &mut ctx,
+            &format!("Asked {agent} for an offer of {asked} (exchange #{id})."),
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    wallet::crash_point("command:committed");
+    eprintln!("Asked {agent} for an offer of {asked} (exchange #{id}); waiting for it.");
+    see_through(
+        &mut ctx,
+        id,
+        Duration::from_secs(n.timeout),
+        Duration::from_secs(n.poll.max(1)),
+    )
+}
+
+/// Syncs until exchange `id` ends, asking the user about its offer when
+/// no policy accepted it.
+fn see_through(ctx: &mut Ctx, id: i64, timeout: Duration, poll: Duration) -> Result<ExitCode> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let opts = SyncOptions {
+            wait: true,
+            timeout: deadline.saturating_duration_since(Instant::now()),
+            poll,
+        };
+        let r = do_sync_until(ctx, opts, false, |conn, _| {
+            ops::op(conn, id).map_or(true, |o| o.is_final || o.state == "offered")
+        })?;
+        let st = exchange::status(&ctx.conn, id)?;
+        if st.done {
+            println!("Exchange {} {}: {}", name(&st), st.state, st.detail);
+            return Ok(if st.state == "done" {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            });
+        }
+        if st.state == "offered" {
+            print_offer(&st);
+            let tr = name(&st);
+            if !std::io::stdin().is_terminal() {
+                println!(
+                    "Not accepted: accept it with `wallet exchange accept {tr}` (or `wallet exchange decline {tr}`) before D1, then `wallet sync --wait`."
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            print!("Accept? [y/N] ");
+            std::io::stdout()
+                .flush()
+                .context("could not write to the terminal")?;
+            let mut answer = String::new();
+            std::io::stdin()
+                .lock()
+                .read_line(&mut answer)
+                .context("could not read the answer")?;
+            let tx = wallet::db::immediate(&mut ctx.conn)?;
+            let now = mailer::clock::now();
+            if matches!(answer.trim(), "y" | "Y" | "yes" | "Yes") {
+                let state = exchange::accept(&tx, &ctx.wallet, id, now)?;
+                tx.commit()?;
+                if state != "accepting" {
+                    let st = exchange::status(&ctx.conn, id)?;
+                    println!("Exchange {tr} {}: {}", st.state, st.detail);
+                    return Ok(ExitCode::from(1));
+                }
+                eprintln!("Accepted; waiting for the agent's signed offer.");
+                continue;
+            }
+            exchange::decline(&tx, id, now)?;
+            tx.commit()?;
+            println!("Declined exchange {tr}; nothing was paid.");
+            return Ok(ExitCode::SUCCESS);
+        }
+        if r.timed_out || Instant::now() >= deadline {
+            eprintln!(
+                "Gave up waiting after {} s; the exchange goes on with `wallet sync --wait`; `wallet exchange status {}` shows it.",
+                timeout.as_secs(),
+                name(&st)
+            );
+            return Ok(ExitCode::from(4));
+        }
+    }
+}
+
+/// How to name an exchange to the user: its TrID, or `#N` before it has one.
+fn name(st: &ExchangeStatus) -> String {
+    st.tr_id.clone().unwrap_or_else(|| format!("#{}", st.op))
+}
+
+fn print_offer(st: &ExchangeStatus) {
+    println!("Offer from {} (exchange {}):", st.agent, name(st));
+    println!(
+        "  you pay      {:<16} (A1), by {}",
+        st.a1.as_deref().unwrap_or("-"),
+        st.d1.as_deref().unwrap_or("-")
+    );
+    println!(
+        "  you receive  {:<16} (A2), asked for by {}",
+        st.a2.as_deref().unwrap_or("-"),
+        st.d2.as_deref().unwrap_or("-")
+    );
+    println!("  price        {}", st.price.as_deref().unwrap_or("-"));
+}
+
+fn print_status(st: &ExchangeStatus) {
+    println!(
+        "Exchange #{} {}",
+        st.op,
+        st.tr_id.as_deref().unwrap_or("(no TrID yet)")
+    );
+    println!(
+        "  agent      {} (key {})",
+        st.agent,
+        st.agent_key.as_deref().unwrap_or("-")
+    );
+    println!("  asked      {}", st.asked);
+    println!("  policy     {}", st.policy);
+    println!(
+        "  state      {}{}",
+        st.state,
+        if st.done { " (finished)" } else { "" }
+    );
+    println!(
+        "  {}  {}",
+        if st.done { "outcome" } else { "waits  " },
+        st.detail
+    );
+    if let (Some(a1), Some(a2)) = (&st.a1, &st.a2) {
+        println!(
+            "  A1         {a1}, to pay by {} (D1)",
+            st.d1.as_deref().unwrap_or("-")
+        );
+        println!(
+            "  A2         {a2}, to ask for by {} (D2)",
+            st.d2.as_deref().unwrap_or("-")
+        );
+        println!("  price      {}", st.price.as_deref().unwrap_or("-"));
+    }
+    println!("  envelopes held:");
+    for e in &st.envelopes {
+        println!("    {:<24} {} signed by {}", e.role, e.id, e.signer);
+    }
+}
+
+fn run_evidence(cli: &Cli, args: &EvidenceArgs, now: mailer::money::Timestamp) -> Result<ExitCode> {
+    match &args.command {
+        Some(EvidenceCommand::Verify { file, json }) => {
+            let bytes = std::fs::read(file)
+                .with_context(|| format!("could not read {}", file.display()))?;
+            let bundle = ExchangeEvidence::from_bytes(&bytes)
+                .with_context(|| format!("{} is not an evidence file", file.display()))?;
+            let findings = mailer::evidence::verify(&bundle, now)
+                .with_context(|| format!("{} is not valid evidence", file.display()))?;
+            if *json {
+                print_json(&findings)?;
+            } else {
+                print!("{findings}");
+            }
+        }
+        None => {
+            let (Some(which), Some(out)) = (&args.exchange, &args.out) else {
+                bail!("say which exchange and where: `wallet evidence TRID --out FILE`");
+            };
+            let ctx = open(cli)?;
+            let op = exchange::find(&ctx.conn, which)?;
+            let bundle = exchange::evidence(&ctx.conn, op.id)?;
+            let bytes = bundle.to_bytes().context("could not encode the evidence")?;
+            std::fs::write(out, bytes)
+                .with_context(|| format!("could not write {}", out.display()))?;
+            println!(
+                "Wrote the evidence of exchange {which} to {}; check it with `wallet evidence verify {}`.",
+                out.display(),
+                out.display()
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -12,7 +12,9 @@
 //!   issuer with later payments and deposits of the same notes).
 //! - `notes`: every note state the wallet held; `spent` is what this
 //!   wallet paid out of it, so the rest (`held - spent`) is spendable.
-//! - `ops`: every operation as a durable state machine (the history).
+//! - `ops`: every operation as a durable state machine (the history);
+//!   `before_env` is an envelope that travels ahead of the request.
+//! - `agents`: the pinned key of each exchange agent, by address.
 
 use std::path::Path;
 use std::time::Duration;
@@ -118,6 +120,17 @@ CREATE TABLE ops (
 CREATE INDEX ops_request ON ops (request);
 CREATE UNIQUE INDEX ops_transfer ON ops (kind, transfer) WHERE transfer IS NOT NULL;
 CREATE INDEX ops_open ON ops (final, kind);
+", "
+CREATE TABLE agents (
+    address     TEXT PRIMARY KEY,
+    key         BLOB NOT NULL,
+    added_at    INTEGER NOT NULL
+) STRICT;
+
+-- An envelope sent ahead of the op's request in the same mail (an
+-- exchange's first payment before its second-payment request), and with
+-- it on every resend.
+ALTER TABLE ops ADD COLUMN before_env BLOB;
 "];
 
 pub fn schema_version() -> i64 {

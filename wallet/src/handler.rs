@@ -9,6 +9,10 @@
 //! address (a licensed card and a fresh challenge); a payment is verified
 //! offline (the whole chain, against the pinned issuer key and the newest
 //! revocation list held) and gets a signed receipt, or a signed error.
+//!
+//! An exchange agent's answers (offer, signed offer, second payment,
+//! refund, and its errors) go to [`crate::exchange`], checked against the
+//! agent key pinned for its address.
 
 use mailer::crypto::{Challenge, Digest};
 use mailer::envelope::{Body, Envelope, Signed};
@@ -150,6 +154,10 @@ pub fn handle_envelope(
         Message::PaymentAddress(s) => address(conn, w, &s, now),
         Message::Payment(s) => payment(conn, w, thread, &s, now),
         Message::Receipt(s) => receipt(conn, w, &s, now),
+        Message::Offer(s) => crate::exchange::offer(conn, w, &s, now),
+        Message::SignedOffer(s) => crate::exchange::signed_offer(conn, w, &s, now),
+        Message::SecondPayment(s) => crate::exchange::second_payment(conn, w, &s, now),
+        Message::Refund(s) => crate::exchange::refund(conn, w, &s, now),
         other => Ok(Outcome::Ignored(format!(
             "a {} message is not for a wallet",
             other.kind()
@@ -405,7 +413,13 @@ fn error_reply(
             e.reason
         )));
     };
-    let Some(op) = ops::op_by_request(conn, &request)? else {
+    // An exchange's first payment travels ahead of its request: an error
+    // may name it (or an earlier step) instead of the op's request.
+    let op = match ops::op_by_request(conn, &request)? {
+        Some(op) => Some(op),
+        None => crate::exchange::op_naming(conn, &request)?,
+    };
+    let Some(op) = op else {
         return Ok(Outcome::Ignored(format!(
             "an error about no request of ours: {}",
             e.reason
@@ -419,18 +433,24 @@ fn error_reply(
     }
     // Who may refuse: the issuer for its requests; for a payment, the
     // payee card of the address. An invite may be refused by anyone
-    // (nothing has moved yet).
+    // (nothing has moved yet). For an exchange, the pinned agent key.
     let signer_ok = match op.kind.as_str() {
         "send" => match op.state.as_str() {
             "paying" => payee_auth(&op).is_some_and(|k| s.verify_signer(&k).is_ok()),
             _ => s.verify().is_ok(),
         },
+        crate::exchange::KIND => {
+            crate::exchange::agent_key(conn, &op)?.is_some_and(|k| s.verify_signer(&k).is_ok())
+        }
         _ => store::need_issuer(conn, op.currency).map(|i| s.verify_signer(&i.key).is_ok())?,
     };
     if !signer_ok {
         return Ok(Outcome::Ignored(
             "an error reply not signed by whom it concerns".into(),
         ));
+    }
+    if op.kind == crate::exchange::KIND {
+        return crate::exchange::error_reply(conn, w, op, s, now);
     }
     let detail = format!("{} ({}): {}", e.code, e.code.text(), e.reason);
     match op.kind.as_str() {

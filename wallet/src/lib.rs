@@ -1,5 +1,6 @@
 //! The user's wallet: one card per currency, withdrawals and deposits at
-//! the issuers, and personal transfers, all by email. The protocol it
+//! the issuers, personal transfers, and currency exchanges through an
+//! agent, all by email. The protocol it
 //! speaks is defined in `mailer` (docs/protocol.md).
 //!
 //! - [`home`]: the home directory (settings file, database).
@@ -8,6 +9,7 @@
 //! - [`store`]: typed queries.
 //! - [`pay`]: which notes pay an amount (pure).
 //! - [`ops`]: operations as durable state machines, started by commands.
+//! - [`exchange`]: the user's side of a currency exchange with an agent.
 //! - [`handler`]: incoming mail advancing them, and the payee's answers.
 //! - [`sync`]: the one I/O loop: send the outbox, read the mailbox.
 //! - [`view`]: balances, pending operations and history for people and
@@ -15,6 +17,7 @@
 
 pub mod db;
 pub mod error;
+pub mod exchange;
 pub mod handler;
 pub mod home;
 pub mod ops;

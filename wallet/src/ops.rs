@@ -11,6 +11,7 @@
 //! | `deposit`  | waiting -> done / failed                        |
 //! | `send`     | inviting -> addressed -> paying -> done / refused / cancelled |
 //! | `receive`  | addressed -> done / refused                     |
+//! | `exchange` | quoting -> offered -> accepting -> paying -> done / refunded / failed / declined / expired (see [`crate::exchange`]) |
 //!
 //! A `send` takes its notes out of the spendable set and locks its card in
 //! the transaction that queues the payment; the receipt unlocks it.
@@ -39,6 +40,20 @@ pub const MAX_SENDS: i64 = 8;
 /// A payment's notes must stay valid at least this long after it is made.
 pub const NOTE_MARGIN_SECS: u64 = 86_400;
 
+/// The largest `ops.data` read back: an exchange keeps all its envelopes.
+const MAX_OP_DATA_BYTES: usize = mailer::evidence::MAX_EVIDENCE_BYTES;
+
+/// The states in which an op is finished.
+pub const FINAL_STATES: &[&str] = &[
+    "done",
+    "failed",
+    "refused",
+    "cancelled",
+    "refunded",
+    "declined",
+    "expired",
+];
+
 /// What an op keeps besides its columns (CBOR in `ops.data`).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct OpData {
@@ -66,6 +81,9 @@ pub struct OpData {
     /// receive: the answer sent (address, then receipt), to send again.
     #[serde(default)]
     pub answer: Option<Envelope>,
+    /// exchange: the terms, the policy and every envelope of the exchange.
+    #[serde(default)]
+    pub exchange: Option<crate::exchange::ExchangeData>,
 }
 
 /// One row of `ops`.
@@ -166,7 +184,7 @@ fn to_op(t: OpTuple) -> Result<Op, WalletError> {
             .map(|b| Id::from_slice(b).ok_or_else(|| WalletError::Corrupt("a transfer id".into())))
             .transpose()?,
         data: match data {
-            Some(b) => mailer::cbor::from_slice(&b, mailer::limits::MAX_ENVELOPE_BYTES * 2)
+            Some(b) => mailer::cbor::from_slice(&b, MAX_OP_DATA_BYTES)
                 .map_err(|e| WalletError::Corrupt(format!("op {id}: {e}")))?,
             None => OpData::default(),
         },
@@ -226,6 +244,11 @@ pub fn all_ops(conn: &Connection) -> Result<Vec<Op>, WalletError> {
     ops_where(conn, "1 = 1", [])
 }
 
+/// Every op of `kind`, oldest first.
+pub fn ops_of_kind(conn: &Connection, kind: &str) -> Result<Vec<Op>, WalletError> {
+    ops_where(conn, "kind = ?1", [kind])
+}
+
 /// A new op row.
 #[derive(Debug)]
 pub struct NewOp<'a> {
@@ -262,7 +285,7 @@ pub fn insert_op(conn: &Connection, o: &NewOp<'_>, now: Timestamp) -> Result<i64
     Ok(conn.last_insert_rowid())
 }
 
-/// Moves an op to `state` (final ones: done, failed, refused, cancelled).
+/// Moves an op to `state` (final ones: [`FINAL_STATES`]).
 pub fn set_state(
     conn: &Connection,
     op: &Op,
@@ -270,7 +293,7 @@ pub fn set_state(
     detail: &str,
     now: Timestamp,
 ) -> Result<(), WalletError> {
-    let fin = matches!(state, "done" | "failed" | "refused" | "cancelled");
+    let fin = FINAL_STATES.contains(&state);
     conn.execute(
         "UPDATE ops SET state = ?2, detail = ?3, final = ?4, updated_at = ?5,
                         next_resend_at = CASE WHEN ?4 = 1 THEN NULL ELSE next_resend_at END
@@ -285,6 +308,22 @@ pub fn set_data(conn: &Connection, op: i64, data: &OpData) -> Result<(), WalletE
         "UPDATE ops SET data = ?2 WHERE id = ?1",
         params![op, encode(data)?],
     )?;
+    Ok(())
+}
+
+/// Names the op's transfer (an exchange learns its TrID from the offer).
+pub fn set_transfer(conn: &Connection, op: i64, transfer: &Id) -> Result<(), WalletError> {
+    conn.execute(
+        "UPDATE ops SET transfer = ?2 WHERE id = ?1",
+        params![op, transfer.as_bytes().as_slice()],
+    )?;
+    Ok(())
+}
+
+/// Stops sending the op's request again (the answer came, or the op now
+/// waits for something else).
+pub fn stop_resending(conn: &Connection, op: i64) -> Result<(), WalletError> {
+    conn.execute("UPDATE ops SET next_resend_at = NULL WHERE id = ?1", [op])?;
     Ok(())
 }
 
@@ -323,19 +362,37 @@ impl Wallet {
         envelope: &Envelope,
         now: Timestamp,
     ) -> Result<(), WalletError> {
+        self.send_request_after(conn, op, to, subject, None, envelope, now)
+    }
+
+    /// Like [`Wallet::send_request`], with `before` ahead of the request in
+    /// the same mail (in that order), and again with it on every resend.
+    #[allow(clippy::too_many_arguments)]
+    pub fn send_request_after(
+        &self,
+        conn: &Connection,
+        op: i64,
+        to: &str,
+        subject: &str,
+        before: Option<&Envelope>,
+        envelope: &Envelope,
+        now: Timestamp,
+    ) -> Result<(), WalletError> {
         let mid = self.message_id(&[
             b"wallet-request",
             envelope.id().as_bytes(),
             &0u64.to_be_bytes(),
         ])?;
         conn.execute(
-            "UPDATE ops SET request = ?2, request_env = ?3, thread = COALESCE(thread, ?4), sends = 1,
-                            next_resend_at = ?5, updated_at = ?6
+            "UPDATE ops SET request = ?2, request_env = ?3, before_env = ?4,
+                            thread = COALESCE(thread, ?5), sends = 1,
+                            next_resend_at = ?6, updated_at = ?7
              WHERE id = ?1",
             params![
                 op,
                 envelope.id().as_bytes().as_slice(),
                 envelope.to_bytes()?,
+                before.map(Envelope::to_bytes).transpose()?,
                 mid.as_str(),
                 sql_time(now.saturating_add_secs(RESEND_AFTER_SECS)),
                 sql_time(now),
@@ -349,16 +406,13 @@ impl Wallet {
             .filter(|t| *t != mid)
             .into_iter()
             .collect();
+        let envelopes = before
+            .into_iter()
+            .chain(std::iter::once(envelope))
+            .cloned()
+            .collect();
         self.queue(
-            conn,
-            to,
-            subject,
-            mid,
-            None,
-            references,
-            vec![envelope.clone()],
-            false,
-            now,
+            conn, to, subject, mid, None, references, envelopes, false, now,
         )
     }
 
@@ -917,20 +971,28 @@ pub fn refresh_revocations(
 /// (the same envelope: the other side answers it with what it answered
 /// before). Returns how many.
 pub fn resend_due(conn: &Connection, w: &Wallet, now: Timestamp) -> Result<usize, WalletError> {
-    let due: Vec<(i64, String, Vec<u8>, i64)> = {
+    type Due = (i64, String, Vec<u8>, Option<Vec<u8>>, i64);
+    let due: Vec<Due> = {
         let mut stmt = conn.prepare(
-            "SELECT id, peer, request_env, sends FROM ops
+            "SELECT id, peer, request_env, before_env, sends FROM ops
              WHERE final = 0 AND request_env IS NOT NULL AND next_resend_at <= ?1 AND sends < ?2",
         )?;
         let rows = stmt.query_map(params![sql_time(now), MAX_SENDS], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
         })?;
         rows.collect::<Result<_, _>>()?
     };
-    for (id, peer, env, sends) in &due {
+    for (id, peer, env, before, sends) in &due {
         let env = store::envelope_of(env)?;
+        let mut envelopes = before
+            .as_deref()
+            .map(store::envelope_of)
+            .transpose()?
+            .into_iter()
+            .collect::<Vec<_>>();
         let n = u64::try_from(*sends).unwrap_or(0);
         let mid = w.message_id(&[b"wallet-request", env.id().as_bytes(), &n.to_be_bytes()])?;
+        envelopes.push(env);
         let thread: Option<String> =
             conn.query_row("SELECT thread FROM ops WHERE id = ?1", [id], |r| r.get(0))?;
         let refs = thread
@@ -945,7 +1007,7 @@ pub fn resend_due(conn: &Connection, w: &Wallet, now: Timestamp) -> Result<usize
             mid,
             None,
             refs,
-            vec![env],
+            envelopes,
             false,
             now,
         )?;

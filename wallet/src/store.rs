@@ -134,6 +134,55 @@ pub fn revocations(issuer: &IssuerRow) -> Revocations {
         .unwrap_or_else(Revocations::none)
 }
 
+// ---- agents -------------------------------------------------------------------
+
+/// A pinned exchange agent.
+#[derive(Clone, Debug)]
+pub struct AgentRow {
+    pub address: String,
+    pub key: PublicKey,
+    pub added_at: Timestamp,
+}
+
+fn to_agent((address, key, added): (String, Vec<u8>, i64)) -> Result<AgentRow, WalletError> {
+    Ok(AgentRow {
+        address,
+        key: key_of(&key)?,
+        added_at: Timestamp::from_unix(u64::try_from(added).unwrap_or(0)),
+    })
+}
+
+/// The agent pinned at `address`.
+pub fn agent(conn: &Connection, address: &str) -> Result<Option<AgentRow>, WalletError> {
+    conn.query_row(
+        "SELECT address, key, added_at FROM agents WHERE address = ?1",
+        [address],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )
+    .optional()?
+    .map(to_agent)
+    .transpose()
+}
+
+pub fn need_agent(conn: &Connection, address: &str) -> Result<AgentRow, WalletError> {
+    agent(conn, address)?.ok_or_else(|| {
+        WalletError::refused(format!(
+            "no exchange agent is pinned at {address}; pin its key with `wallet agent add {address} --key KEY`"
+        ))
+    })
+}
+
+/// Every pinned agent, by address.
+pub fn agents(conn: &Connection) -> Result<Vec<AgentRow>, WalletError> {
+    let mut stmt = conn.prepare("SELECT address, key, added_at FROM agents ORDER BY address")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    let mut out = Vec::new();
+    for r in rows {
+        out.push(to_agent(r?)?);
+    }
+    Ok(out)
+}
+
 // ---- accounts ---------------------------------------------------------------
 
 #[derive(Clone, Debug)]

@@ -72,18 +72,39 @@ pub fn advance(conn: &mut Connection, w: &Wallet) -> Result<(), WalletError> {
         pay_waiting(&tx, w, i.currency, now)?;
     }
     ops::refresh_revocations(&tx, w, REVOCATIONS_EVERY_SECS, now)?;
+    crate::exchange::advance(&tx, w, now)?;
     tx.commit()?;
     Ok(())
 }
 
 /// Runs sync passes; `progress` sees what is pending after each pass.
+/// With `wait`, passes repeat until nothing waits for mail (ops waiting
+/// for the user do not count) and the outbox is empty, or the time is up.
 pub async fn sync(
     home: &Home,
     wallet: &Wallet,
     conn: &mut Connection,
     settings: &MailSettings,
     opts: &SyncOptions,
+    progress: impl FnMut(&SyncReport),
+) -> Result<SyncReport, SyncError> {
+    sync_until(home, wallet, conn, settings, opts, progress, |_, r| {
+        r.pending.iter().all(|p| p.waits_for_user) && r.unsent == 0
+    })
+    .await
+}
+
+/// Like [`sync`], but with `wait` the passes repeat until `stop` says so
+/// (it sees the database and the report after each pass), or the time is
+/// up.
+pub async fn sync_until(
+    home: &Home,
+    wallet: &Wallet,
+    conn: &mut Connection,
+    settings: &MailSettings,
+    opts: &SyncOptions,
     mut progress: impl FnMut(&SyncReport),
+    mut stop: impl FnMut(&Connection, &SyncReport) -> bool,
 ) -> Result<SyncReport, SyncError> {
     let password = settings.password()?;
     let mut imap = settings.imap(&password);
@@ -125,7 +146,7 @@ pub async fn sync(
         report.pending = view::pending(conn)?;
         report.unsent = view::unsent(conn)?;
         progress(&report);
-        if !opts.wait || (report.pending.is_empty() && report.unsent == 0) {
+        if !opts.wait || stop(conn, &report) {
             return Ok(report);
         }
         if Instant::now() >= deadline {
