@@ -167,7 +167,8 @@ pub fn quote(cx: &Cx<'_>, s: &Signed<QuoteRequest>) -> Result<Answer, AgentError
     let (Some(pay_to_license), Some(payer_license)) = (pay_to.license, payer.license) else {
         return Err(AgentError::Corrupt("an active card has no license".into()));
     };
-    let d1 = cx.now.saturating_add_secs(cx.agent.offer_secs);
+    let (offer_secs, request_secs) = crate::home::deadlines(cx.conn)?;
+    let d1 = cx.now.saturating_add_secs(offer_secs);
     let offer = cx.agent.sign(Offer {
         quote: s.id(),
         terms: OfferTerms {
@@ -177,7 +178,7 @@ pub fn quote(cx: &Cx<'_>, s: &Signed<QuoteRequest>) -> Result<Answer, AgentError
             d1,
             receive_currency: q.to,
             a2,
-            d2: d1.saturating_add_secs(cx.agent.request_secs),
+            d2: d1.saturating_add_secs(request_secs),
             rate,
             agent: cx.agent.public_key(),
             pay_to: pay_to.keys,

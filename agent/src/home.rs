@@ -16,13 +16,12 @@ pub const OFFER_SECS: u64 = 3_600;
 /// How long after D1 the second payment can be asked by default (D2 - D1).
 pub const REQUEST_SECS: u64 = 7 * 86_400;
 
-/// The agent: its wallet (address, vault) and its signing key.
+/// The agent: its wallet (address, vault) and its signing key. The
+/// deadlines of its offers are read from the database ([`deadlines`]).
 #[derive(Clone, Debug)]
 pub struct Agent {
     pub wallet: Wallet,
     key: SecretKey,
-    pub offer_secs: u64,
-    pub request_secs: u64,
 }
 
 impl Agent {
@@ -84,36 +83,19 @@ impl Home {
                 i64::try_from(request_secs).unwrap_or(i64::MAX)
             ],
         )?;
-        Ok((
-            Agent {
-                wallet: w,
-                key,
-                offer_secs,
-                request_secs,
-            },
-            conn,
-        ))
+        Ok((Agent { wallet: w, key }, conn))
     }
 
     /// Opens the agent (database, vault, key).
     pub fn open(&self, passphrase: Option<&str>) -> Result<(Agent, Connection), AgentError> {
         let (w, mut conn) = self.inner.open(passphrase)?;
         crate::db::migrate(&mut conn)?;
-        let (secret, offer, request): (i64, i64, i64) = conn.query_row(
-            "SELECT key_secret, offer_secs, request_secs FROM agent_meta WHERE id = 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )?;
+        let secret: i64 =
+            conn.query_row("SELECT key_secret FROM agent_meta WHERE id = 1", [], |r| {
+                r.get(0)
+            })?;
         let key = w.vault.load(&conn, secret)?;
-        Ok((
-            Agent {
-                wallet: w,
-                key,
-                offer_secs: u64::try_from(offer).unwrap_or(OFFER_SECS),
-                request_secs: u64::try_from(request).unwrap_or(REQUEST_SECS),
-            },
-            conn,
-        ))
+        Ok((Agent { wallet: w, key }, conn))
     }
 
     /// Another connection to the same database.
@@ -125,6 +107,20 @@ impl Home {
     pub fn wallet_home(&self) -> &wallet::Home {
         &self.inner
     }
+}
+
+/// The deadlines of new offers, as set now (a running daemon sees
+/// changes at once).
+pub fn deadlines(conn: &Connection) -> Result<(u64, u64), AgentError> {
+    let (offer, request): (i64, i64) = conn.query_row(
+        "SELECT offer_secs, request_secs FROM agent_meta WHERE id = 1",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    Ok((
+        u64::try_from(offer).unwrap_or(OFFER_SECS),
+        u64::try_from(request).unwrap_or(REQUEST_SECS),
+    ))
 }
 
 /// Changes the deadlines of future offers.
