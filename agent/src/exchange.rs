@@ -267,15 +267,7 @@ pub fn accept(cx: &Cx<'_>, s: &Signed<OfferAcceptance>) -> Result<Answer, AgentE
         cx.conn,
         &t.tr_id,
         "signed",
-        Some(("acceptance", s.envelope())),
-        "",
-        cx.now,
-    )?;
-    store::set_trade(
-        cx.conn,
-        &t.tr_id,
-        "signed",
-        Some(("signed_offer", &signed)),
+        &[("acceptance", s.envelope()), ("signed_offer", &signed)],
         &format!(
             "signed; {} {} reserved until the first payment (D1 {})",
             t.a2.display_major(t.receive_currency),
@@ -388,7 +380,7 @@ pub fn first_payment(cx: &Cx<'_>, s: &Signed<FirstPayment>) -> Result<Answer, Ag
             cx.conn,
             &t.tr_id,
             "paid",
-            Some(("first_payment", s.envelope())),
+            &[("first_payment", s.envelope())],
             &format!(
                 "first payment of {} {} taken; waiting for the second-payment request (D2 {})",
                 total.display_major(card.currency),
@@ -407,15 +399,7 @@ pub fn first_payment(cx: &Cx<'_>, s: &Signed<FirstPayment>) -> Result<Answer, Ag
             cx.conn,
             &t.tr_id,
             "refunded",
-            Some(("refund", &refund)),
-            &format!("first payment refunded, {code}: {why}"),
-            cx.now,
-        )?;
-        store::set_trade(
-            cx.conn,
-            &t.tr_id,
-            "refunded",
-            Some(("first_payment", s.envelope())),
+            &[("refund", &refund), ("first_payment", s.envelope())],
             &format!("first payment refunded, {code}: {why}"),
             cx.now,
         )?;
@@ -659,15 +643,6 @@ pub fn second_request(cx: &Cx<'_>, s: &Signed<SecondPaymentRequest>) -> Result<A
         }
         Err(e) => return Err(e.into()),
     };
-    // The request, committed with the payment it gets.
-    store::set_trade(
-        cx.conn,
-        &t.tr_id,
-        "delivered",
-        Some(("request", s.envelope())),
-        "",
-        cx.now,
-    )?;
     let mut licenses = wstore::licenses_for(cx.conn, &notes)?;
     licenses.retain(|l| l.unverified().card.payment != so.receiver.payment);
     let payment = cx
@@ -679,11 +654,12 @@ pub fn second_request(cx: &Cx<'_>, s: &Signed<SecondPaymentRequest>) -> Result<A
             licenses,
         })?
         .into_envelope();
+    // The request, committed with the payment it gets (one transaction).
     store::set_trade(
         cx.conn,
         &t.tr_id,
         "delivered",
-        Some(("second_payment", &payment)),
+        &[("request", s.envelope()), ("second_payment", &payment)],
         &format!(
             "second payment of {} {} made",
             t.a2.display_major(t.receive_currency),

@@ -41,7 +41,7 @@ pub fn round(conn: &Connection, agent: &Agent, now: Timestamp) -> Result<Round, 
             _ => "the second payment was not asked for before D2; the reservation is released"
                 .to_string(),
         };
-        store::set_trade(conn, &t.tr_id, "expired", None, &detail, now)?;
+        store::set_trade(conn, &t.tr_id, "expired", &[], &detail, now)?;
         r.lapsed += 1;
     }
     for (currency, low, high) in store::limits(conn)? {

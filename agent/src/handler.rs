@@ -16,34 +16,16 @@ use mailer::crypto::digest;
 use mailer::envelope::{Body, Envelope, Signed};
 use mailer::imap::{Disposition, HandlerError, IncomingMail, MailHandler};
 use mailer::messages::{ErrorReply, Message};
-use mailer::mime::{self, MimeError};
 use mailer::money::Timestamp;
 use rusqlite::{Connection, Transaction};
 use wallet::handler::{Outcome, Thread};
+
+pub use mailer::clock::Clock;
 
 use crate::error::AgentError;
 use crate::exchange::{self, Answer, Cx, Refusal};
 use crate::home::Agent;
 use crate::store;
-
-/// Where the clock comes from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Clock {
-    System,
-    /// The wall clock moved by this many seconds (tests of deadlines).
-    Offset(i64),
-}
-
-impl Clock {
-    pub fn now(self) -> Timestamp {
-        let now = mailer::clock::now();
-        match self {
-            Clock::System => now,
-            Clock::Offset(s) if s >= 0 => now.saturating_add_secs(s.unsigned_abs()),
-            Clock::Offset(s) => now.saturating_sub_secs(s.unsigned_abs()),
-        }
-    }
-}
 
 /// The agent's handler for [`mailer::imap::Watcher`].
 #[derive(Debug)]
@@ -80,23 +62,9 @@ pub fn handle_mail(
     now: Timestamp,
     withhold_second_payments: bool,
 ) -> Result<Disposition, AgentError> {
-    let mail = match mime::parse_mail(raw) {
-        Ok(m) => m,
-        Err(
-            e @ (MimeError::NotMime | MimeError::NoAttachment | MimeError::WrongContentType { .. }),
-        ) => {
-            return Ok(Disposition::Rejected {
-                reason: format!("not a protocol mail: {e}"),
-            })
-        }
-        Err(e) => {
-            let h = mime::read_headers(raw);
-            let thread = Thread {
-                from: h.from.filter(|a| mime::parse_address(a).is_ok()),
-                message_id: h.message_id,
-                references: h.references,
-                automatic: h.auto_submitted,
-            };
+    wallet::handler::each_envelope(
+        raw,
+        |e, thread| {
             let refusal = Refusal::new(
                 e.code(),
                 format!("{e}; the mail was not read. Send the request again"),
@@ -106,42 +74,10 @@ pub fn handle_mail(
                     .try_into()
                     .unwrap_or([0; 8]),
             );
-            send_error(conn, agent, &thread, None, &refusal, n, now)?;
-            return Ok(Disposition::Rejected {
-                reason: refusal.reason,
-            });
-        }
-    };
-    let mut references = mail.references.clone();
-    if let Some(m) = &mail.message_id {
-        if !references.contains(m) {
-            references.push(m.clone());
-        }
-    }
-    let thread = Thread {
-        from: mail.from.clone().filter(|a| mime::parse_address(a).is_ok()),
-        message_id: mail.message_id.clone(),
-        references,
-        automatic: mail.auto_submitted,
-    };
-    let mut ignored = Vec::new();
-    let mut done = 0;
-    for env in mail.envelopes {
-        match handle_envelope(conn, agent, &thread, env, now, withhold_second_payments)? {
-            Outcome::Done => done += 1,
-            Outcome::Ignored(why) => {
-                tracing::warn!(reason = %why, "an incoming message was not used");
-                ignored.push(why)
-            }
-        }
-    }
-    Ok(if done > 0 || ignored.is_empty() {
-        Disposition::Processed
-    } else {
-        Disposition::Rejected {
-            reason: ignored.join("; "),
-        }
-    })
+            send_error(conn, agent, &thread, None, &refusal, n, now)
+        },
+        |thread, env| handle_envelope(conn, agent, thread, env, now, withhold_second_payments),
+    )
 }
 
 fn handle_envelope(

@@ -289,19 +289,19 @@ pub fn insert_trade(
     Ok(())
 }
 
-/// Moves a trade to `state`, setting the envelope column `column` (one of
-/// the trade's envelope columns) if given.
+/// Moves a trade to `state`, setting the envelope columns named in
+/// `columns` (the trade's envelope columns only).
 pub fn set_trade(
     conn: &Connection,
     tr_id: &Id,
     state: &str,
-    column: Option<(&str, &Envelope)>,
+    columns: &[(&str, &Envelope)],
     detail: &str,
     now: Timestamp,
 ) -> Result<(), AgentError> {
-    if let Some((col, e)) = column {
+    for (col, e) in columns {
         if !matches!(
-            col,
+            *col,
             "signed_offer"
                 | "acceptance"
                 | "first_payment"

@@ -17,20 +17,8 @@ use testmail::harness::{Account, TestServer};
 const AGENT: &str = env!("CARGO_BIN_EXE_agent");
 const PW: &str = "EXCHANGE_TEST_MAIL_PASSWORD";
 
-/// A binary of another crate of the workspace, built beside this test's
-/// (the workspace build makes it; built here if this crate runs alone).
 fn sibling(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let bin = dir.join(name);
-    if !bin.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", name, "--bin", name])
-            .status()
-            .unwrap();
-        assert!(status.success(), "could not build the {name} binary");
-    }
-    bin
+    testmail::harness::workspace_binary(name, env!("CARGO")).unwrap()
 }
 
 fn text(b: &[u8]) -> String {
@@ -49,28 +37,7 @@ fn ok(out: Output, what: &str) -> String {
 }
 
 fn mail_args(server: &TestServer, user: &str) -> Vec<String> {
-    let host = server.imap_addr().ip().to_string();
-    [
-        "--imap-host",
-        &host,
-        "--imap-port",
-        &server.imap_addr().port().to_string(),
-        "--imap-tls",
-        "none",
-        "--smtp-host",
-        &host,
-        "--smtp-port",
-        &server.smtp_addr().port().to_string(),
-        "--smtp-tls",
-        "none",
-        "--user",
-        user,
-        "--password-env",
-        PW,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    server.init_flags(user, PW)
 }
 
 fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {

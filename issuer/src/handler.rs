@@ -30,27 +30,11 @@ use mailer::mime::{self, MailHeaders, MessageId, MimeError, OutgoingMail};
 use mailer::money::Timestamp;
 use rusqlite::{Connection, Transaction};
 
+pub use mailer::clock::Clock;
+
 use crate::error::{IssuerError, Refusal};
 use crate::handlers::{self, Answer, Cx};
 use crate::{store, Issuer};
-
-/// Where the clock comes from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Clock {
-    /// The wall clock ([`mailer::clock::now`]).
-    System,
-    /// A fixed instant (tests, replays of a day's mail).
-    Fixed(Timestamp),
-}
-
-impl Clock {
-    pub fn now(self) -> Timestamp {
-        match self {
-            Clock::System => mailer::clock::now(),
-            Clock::Fixed(t) => t,
-        }
-    }
-}
 
 /// The issuer's mail handler, for [`mailer::imap::Watcher`].
 #[derive(Debug)]

@@ -280,6 +280,32 @@ fn agent_key_of(conn: &Connection, op: &Op) -> Result<PublicKey, WalletError> {
     Ok(store::need_agent(conn, &op.peer)?.key)
 }
 
+/// The exchange an agent's envelope answers (it names the envelope
+/// `named` we sent, or the TrID) and the agent's pinned key, which must
+/// have signed it; else why the envelope is not used. `what` names the
+/// envelope in that reason ("an offer").
+fn from_agent(
+    conn: &Connection,
+    named: &Digest,
+    tr_id: &Id,
+    env: &Envelope,
+    what: &str,
+) -> Result<Result<(Op, PublicKey), Outcome>, WalletError> {
+    let Some(op) = op_for(conn, named, tr_id)? else {
+        return Ok(Err(Outcome::Ignored(format!(
+            "{what} for no exchange of ours"
+        ))));
+    };
+    let agent = agent_key_of(conn, &op)?;
+    if env.verify_signer(&agent).is_err() {
+        return Ok(Err(Outcome::Ignored(format!(
+            "{what} not signed by the pinned key of the agent {}",
+            op.peer
+        ))));
+    }
+    Ok(Ok((op, agent)))
+}
+
 /// For the error handler: the key that may sign errors about `op`.
 pub fn agent_key(conn: &Connection, op: &Op) -> Result<Option<PublicKey>, WalletError> {
     Ok(store::agent(conn, &op.peer)?.map(|a| a.key))
@@ -729,18 +755,10 @@ pub fn offer(
     now: Timestamp,
 ) -> Result<Outcome, WalletError> {
     let o = s.unverified();
-    let Some(op) = op_for(conn, &o.quote, &o.terms.tr_id)? else {
-        return Ok(Outcome::Ignored(
-            "an offer for no quote request of ours".into(),
-        ));
+    let (op, agent) = match from_agent(conn, &o.quote, &o.terms.tr_id, s.envelope(), "an offer")? {
+        Ok(x) => x,
+        Err(ignored) => return Ok(ignored),
     };
-    let agent = agent_key_of(conn, &op)?;
-    if s.verify_signer(&agent).is_err() {
-        return Ok(Outcome::Ignored(format!(
-            "an offer not signed by the pinned key of the agent {}",
-            op.peer
-        )));
-    }
     let mut x = data(&op)?;
     if op.state != "quoting" || x.quote.as_ref().map(Envelope::id) != Some(o.quote) {
         let again = x.offer.as_ref().is_some_and(|e| e.id() == s.id());
@@ -802,18 +820,16 @@ pub fn signed_offer(
     now: Timestamp,
 ) -> Result<Outcome, WalletError> {
     let so = s.unverified();
-    let Some(op) = op_for(conn, &so.acceptance, &so.terms.tr_id)? else {
-        return Ok(Outcome::Ignored(
-            "a signed offer for no exchange of ours".into(),
-        ));
+    let (op, _) = match from_agent(
+        conn,
+        &so.acceptance,
+        &so.terms.tr_id,
+        s.envelope(),
+        "a signed offer",
+    )? {
+        Ok(x) => x,
+        Err(ignored) => return Ok(ignored),
     };
-    let agent = agent_key_of(conn, &op)?;
-    if s.verify_signer(&agent).is_err() {
-        return Ok(Outcome::Ignored(format!(
-            "a signed offer not signed by the pinned key of the agent {}",
-            op.peer
-        )));
-    }
     let mut x = data(&op)?;
     if op.state != "accepting" {
         let again = x.signed_offer.as_ref().is_some_and(|e| e.id() == s.id());
@@ -1003,11 +1019,11 @@ pub fn second_payment(
     now: Timestamp,
 ) -> Result<Outcome, WalletError> {
     let p = s.unverified();
-    let Some(op) = op_for(conn, &p.request, &p.tr_id)? else {
-        return Ok(Outcome::Ignored(
-            "a second payment for no exchange of ours".into(),
-        ));
-    };
+    let (op, agent) =
+        match from_agent(conn, &p.request, &p.tr_id, s.envelope(), "a second payment")? {
+            Ok(x) => x,
+            Err(ignored) => return Ok(ignored),
+        };
     let mut x = data(&op)?;
     let (Some(so), Some(request)) = (x.signed_offer()?, x.second_request()?) else {
         return Ok(Outcome::Ignored(format!(
@@ -1017,7 +1033,7 @@ pub fn second_payment(
     };
     let so = so.unverified().clone();
     let t = &so.terms;
-    if s.verify_signer(&t.agent).is_err() || t.agent != agent_key_of(conn, &op)? {
+    if t.agent != agent {
         return Ok(Outcome::Ignored(format!(
             "a second payment not signed by the key of the agent {}",
             op.peer
@@ -1126,8 +1142,9 @@ pub fn refund(
     now: Timestamp,
 ) -> Result<Outcome, WalletError> {
     let r = s.unverified();
-    let Some(op) = op_for(conn, &r.payment, &r.tr_id)? else {
-        return Ok(Outcome::Ignored("a refund for no exchange of ours".into()));
+    let (op, agent) = match from_agent(conn, &r.payment, &r.tr_id, s.envelope(), "a refund")? {
+        Ok(x) => x,
+        Err(ignored) => return Ok(ignored),
     };
     let mut x = data(&op)?;
     let (Some(so), Some(first)) = (x.signed_offer()?, x.first_payment()?) else {
@@ -1137,7 +1154,7 @@ pub fn refund(
         )));
     };
     let t = so.unverified().terms.clone();
-    if s.verify_signer(&t.agent).is_err() || t.agent != agent_key_of(conn, &op)? {
+    if t.agent != agent {
         return Ok(Outcome::Ignored(format!(
             "a refund not signed by the key of the agent {}",
             op.peer

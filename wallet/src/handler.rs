@@ -71,6 +71,23 @@ pub fn handle_mail(
     raw: &[u8],
     now: Timestamp,
 ) -> Result<Disposition, WalletError> {
+    each_envelope(
+        raw,
+        |_, _| Ok(()),
+        |thread, env| handle_envelope(conn, w, thread, env, now),
+    )
+}
+
+/// Reads a mail and hands each envelope, with the mail's thread, to
+/// `each`; the mail's disposition follows from what became of them. Mail
+/// that is not protocol mail is rejected unanswered; a protocol mail that
+/// cannot be read is shown to `unreadable` (which may answer it) and
+/// rejected. Every program that reads protocol mail reads it here.
+pub fn each_envelope<E>(
+    raw: &[u8],
+    unreadable: impl FnOnce(&MimeError, Thread) -> Result<(), E>,
+    mut each: impl FnMut(&Thread, Envelope) -> Result<Outcome, E>,
+) -> Result<Disposition, E> {
     let mail = match mime::parse_mail(raw) {
         Ok(m) => m,
         Err(
@@ -81,9 +98,19 @@ pub fn handle_mail(
             })
         }
         Err(e) => {
+            let h = mime::read_headers(raw);
+            unreadable(
+                &e,
+                Thread {
+                    from: h.from.filter(|a| mime::parse_address(a).is_ok()),
+                    message_id: h.message_id,
+                    references: h.references,
+                    automatic: h.auto_submitted,
+                },
+            )?;
             return Ok(Disposition::Rejected {
                 reason: format!("unreadable protocol mail: {e}"),
-            })
+            });
         }
     };
     let mut references = mail.references.clone();
@@ -101,7 +128,7 @@ pub fn handle_mail(
     let mut ignored = Vec::new();
     let mut done = 0;
     for env in mail.envelopes {
-        match handle_envelope(conn, w, &thread, env, now)? {
+        match each(&thread, env)? {
             Outcome::Done => done += 1,
             Outcome::Ignored(why) => {
                 tracing::warn!(reason = %why, "an incoming message was not used");

@@ -16,20 +16,8 @@ const WALLET: &str = env!("CARGO_BIN_EXE_wallet");
 const PW: &str = "WALLET_TEST_MAIL_PASSWORD";
 const ISSUER_PW: &str = "ISSUER_TEST_MAIL_PASSWORD";
 
-/// The issuer binary, built beside this test's (the workspace build
-/// makes it; built here if this crate's tests run alone).
 fn issuer_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let bin = dir.join("issuer");
-    if !bin.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", "issuer", "--bin", "issuer"])
-            .status()
-            .unwrap();
-        assert!(status.success(), "could not build the issuer binary");
-    }
-    bin
+    testmail::harness::workspace_binary("issuer", env!("CARGO")).unwrap()
 }
 
 fn text(b: &[u8]) -> String {
@@ -48,28 +36,7 @@ fn ok(out: Output, what: &str) -> String {
 }
 
 fn mail_args(server: &TestServer, user: &str, password_env: &str) -> Vec<String> {
-    let host = server.imap_addr().ip().to_string();
-    [
-        "--imap-host",
-        &host,
-        "--imap-port",
-        &server.imap_addr().port().to_string(),
-        "--imap-tls",
-        "none",
-        "--smtp-host",
-        &host,
-        "--smtp-port",
-        &server.smtp_addr().port().to_string(),
-        "--smtp-tls",
-        "none",
-        "--user",
-        user,
-        "--password-env",
-        password_env,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    server.init_flags(user, password_env)
 }
 
 /// One user's wallet, driven through its binary.

@@ -48,6 +48,33 @@ use lettre::{address::Envelope, AsyncSmtpTransport, AsyncTransport, Tokio1Execut
 use tempfile::TempDir;
 
 pub use error::HarnessError;
+
+/// The binary `name` of the workspace package of the same name, built
+/// beside the running test's executable (a workspace build makes it; it
+/// is built with `cargo`, the `CARGO` of the caller, when missing).
+pub fn workspace_binary(name: &str, cargo: &str) -> Result<std::path::PathBuf, HarnessError> {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    let bin = dir.join(name);
+    if !bin.exists() {
+        let what = format!("building the {name} binary");
+        let status = std::process::Command::new(cargo)
+            .args(["build", "-p", name, "--bin", name])
+            .status()
+            .map_err(|e| HarnessError::io(what.clone(), e))?;
+        if !status.success() {
+            return Err(HarnessError::io(
+                what,
+                std::io::Error::other(format!("cargo build exited with {status}")),
+            ));
+        }
+    }
+    Ok(bin)
+}
 pub use proxy::FaultProxy;
 
 use crate::{Config, Faults, RunningServer, Server};
@@ -195,6 +222,35 @@ impl TestServer {
             Inner::Embedded { server, .. } => server.imap_addr(),
             Inner::Real(r) => r.imap,
         }
+    }
+
+    /// The mail flags every program's `init` takes (`--imap-host` ...
+    /// `--password-env`) for `user` on this server, over plain IMAP and
+    /// SMTP, the password read from the environment variable
+    /// `password_env`.
+    pub fn init_flags(&self, user: &str, password_env: &str) -> Vec<String> {
+        let host = self.imap_addr().ip().to_string();
+        [
+            "--imap-host",
+            &host,
+            "--imap-port",
+            &self.imap_addr().port().to_string(),
+            "--imap-tls",
+            "none",
+            "--smtp-host",
+            &host,
+            "--smtp-port",
+            &self.smtp_addr().port().to_string(),
+            "--smtp-tls",
+            "none",
+            "--user",
+            user,
+            "--password-env",
+            password_env,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
     }
 
     /// IMAP over implicit TLS (real servers only); trust [`Self::ca_file`].
