@@ -680,6 +680,7 @@ impl<H: MailHandler> Watcher<H> {
         for uid in uids {
             if self.retry_after.get(&uid).is_some_and(|t| *t > now) {
                 report.deferred += 1;
+                self.total.deferred += 1;
                 continue;
             }
             let size = fetch_one(session, t, uid, "(UID RFC822.SIZE)", |f| f.size).await?;
@@ -700,15 +701,21 @@ impl<H: MailHandler> Watcher<H> {
             };
             let dest = match self.decide(uid, size, &raw)? {
                 Decision::Handled { folder, outcome } => {
-                    match outcome {
-                        Outcome::Processed => report.processed += 1,
-                        Outcome::Rejected => report.rejected += 1,
-                        Outcome::Duplicate => report.duplicates += 1,
-                    }
+                    // Counted in the totals now: the handling is committed,
+                    // whatever happens to the rest of this pass.
+                    let one = PassReport {
+                        processed: usize::from(outcome == Outcome::Processed),
+                        rejected: usize::from(outcome == Outcome::Rejected),
+                        duplicates: usize::from(outcome == Outcome::Duplicate),
+                        deferred: 0,
+                    };
+                    report.add(&one);
+                    self.total.add(&one);
                     folder
                 }
                 Decision::Later => {
                     report.deferred += 1;
+                    self.total.deferred += 1;
                     continue;
                 }
             };
@@ -722,7 +729,6 @@ impl<H: MailHandler> Watcher<H> {
         if report.handled() > 0 {
             tracing::debug!(?report, "pass done");
         }
-        self.total.add(&report);
         Ok(report)
     }
 
@@ -886,6 +892,7 @@ fn saw_new_mail(session: &mut Session) -> bool {
     new
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Outcome {
     Processed,
     Rejected,
