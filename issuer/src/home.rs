@@ -67,7 +67,8 @@ impl Home {
                 return Err(IssuerError::HomeExists(p));
             }
         }
-        fs::create_dir_all(&self.dir).map_err(|e| IssuerError::io(&self.dir, e))?;
+        mailer::settings::create_private_dir(&self.dir)
+            .map_err(|e| IssuerError::io(&self.dir, e))?;
         write_key(&self.key_path(), issuer.secret())?;
         let mut conn = db::open(&self.db_path())?;
         let tx = crate::operator::immediate(&mut conn)?;
@@ -158,6 +159,10 @@ mod tests {
             use std::os::unix::fs::PermissionsExt;
             let mode = fs::metadata(home.key_path()).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
+            // The database and its WAL files are in a directory only the
+            // owner can enter.
+            let mode = fs::metadata(&home.dir).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o700);
         }
         fs::remove_file(home.key_path()).unwrap();
         write_key(&home.key_path(), &SecretKey::from_seed([9; 32])).unwrap();

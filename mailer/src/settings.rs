@@ -209,6 +209,19 @@ impl MailSettings {
     }
 }
 
+/// Creates a program's home directory (and its parents) and makes it
+/// private to its owner (0700), so that nothing written in it (keys,
+/// databases and their WAL files, settings) can be read by others.
+pub fn create_private_dir(path: &Path) -> std::io::Result<()> {
+    fs::create_dir_all(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(path, fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
 /// Refuses a secret file that others can read.
 pub fn check_private(path: &Path) -> Result<(), SettingsError> {
     let meta = fs::metadata(path)

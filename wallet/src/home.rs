@@ -57,21 +57,12 @@ impl Home {
                 self.dir.display()
             )));
         }
-        std::fs::create_dir_all(&self.dir).map_err(|e| {
-            WalletError::refused(format!("could not create {}: {e}", self.dir.display()))
+        mailer::settings::create_private_dir(&self.dir).map_err(|e| {
+            WalletError::refused(format!(
+                "could not create {} (private to you): {e}",
+                self.dir.display()
+            ))
         })?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700)).map_err(
-                |e| {
-                    WalletError::refused(format!(
-                        "could not make {} private: {e}",
-                        self.dir.display()
-                    ))
-                },
-            )?;
-        }
         let conn = crate::db::open(&self.db_path())?;
         let (vault, kdf, (salt, check)) = Vault::create(passphrase)?;
         conn.execute(
