@@ -77,6 +77,9 @@ enum Command {
     ///
     /// Wallets pin the agent's key: give it to them over a channel you
     /// trust (`wallet agent add ADDRESS --key KEY`).
+    #[command(
+        after_help = "Example:\n  agent init --home ./agent --email fx@example.test \\\n      --imap-host mail.example.test --imap-port 993 --imap-tls implicit \\\n      --smtp-host mail.example.test --smtp-port 465 --smtp-tls implicit \\\n      --user fx@example.test --password-env AGENT_MAIL_PASSWORD"
+    )]
     Init {
         /// The agent's mail address: wallets send their requests here.
         #[arg(long)]
@@ -91,24 +94,43 @@ enum Command {
         mail: MailArgs,
     },
     /// Pin the issuer of a currency the agent trades.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example:\n  agent issuer add JPY --email issuer-jpy@example.test --key 3b6a27bc...e1f0"
+    )]
     Issuer(IssuerCommand),
     /// Bind the agent to its account at an issuer.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example:\n  agent account add JPY --code K7QX-PZ3M-W9TD"
+    )]
     Account(AccountCommand),
     /// Make the agent's card for a currency and get its license.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = "Example:\n  agent card new USD")]
     Card(CardCommand),
     /// The float: withdraw, deposit, and the marks of automatic recharge.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  agent float withdraw 100000 JPY\n  agent float deposit 5000 USD\n  agent float limits USD --low 2000 --high 20000"
+    )]
     Float(FloatCommand),
     /// The agent's rates.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  agent rates set JPY USD --mid 0.0067 --spread 0.5%\n  agent rates load rates.toml\n  agent rates list --json"
+    )]
     Rates(RatesCommand),
     /// Change the deadlines of future offers.
+    ///
+    /// An offer must be paid within --offer-secs (D1); the second payment
+    /// may be asked for until --request-secs after D1 (D2). Offers already
+    /// made keep their deadlines.
+    #[command(after_help = "Example:\n  agent deadlines --offer-secs 3600 --request-secs 604800")]
     Deadlines {
+        /// Seconds from an offer to D1.
         #[arg(long, value_name = "S")]
         offer_secs: u64,
+        /// Seconds from D1 to D2.
         #[arg(long, value_name = "S")]
         request_secs: u64,
     },
@@ -208,6 +230,7 @@ enum RatesCommand {
     )]
     Load { file: PathBuf },
     /// The rates offered.
+    #[command(after_help = "Example:\n  agent rates list --json")]
     List {
         #[arg(long)]
         json: bool,

@@ -17,8 +17,11 @@ use crate::store;
 pub struct Float {
     pub currency: String,
     pub held: String,
+    pub held_minor: u64,
     pub reserved: String,
+    pub reserved_minor: u64,
     pub free: String,
+    pub free_minor: u64,
     pub low: Option<String>,
     pub high: Option<String>,
     /// The agent's account at the issuer, as the issuer last said.
@@ -69,11 +72,15 @@ pub fn status(conn: &Connection, agent: &Agent, now: Timestamp) -> Result<Status
             ("enrolled", Some(b)) => money(b, c),
             (s, _) => s.to_string(),
         });
+        let free = held.checked_sub(reserved).unwrap_or(Amount::ZERO);
         floats.push(Float {
             currency: c.to_string(),
             held: money(held, c),
+            held_minor: held.minor_units(),
             reserved: money(reserved, c),
-            free: money(held.checked_sub(reserved).unwrap_or(Amount::ZERO), c),
+            reserved_minor: reserved.minor_units(),
+            free: money(free, c),
+            free_minor: free.minor_units(),
             low: lim.map(|(_, l, _)| money(*l, c)),
             high: lim.map(|(_, _, h)| money(*h, c)),
             account,

@@ -10,7 +10,8 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "testmail",
     version,
-    about = "A small SMTP + IMAP server on loopback, for demos and tests"
+    about = "A small SMTP + IMAP server on loopback, for demos and tests",
+    after_help = "Example:\n  testmail serve --dir /tmp/mail --user alice@example.test:secret"
 )]
 struct Cli {
     #[command(subcommand)]

@@ -77,13 +77,22 @@ enum Command {
         mail: MailArgs,
     },
     /// Pin an issuer's key for a currency; nothing unpinned is trusted.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  wallet issuer add JPY --email issuer-jpy@example.test --key 3b6a27bc...e1f0\n  wallet issuer list"
+    )]
     Issuer(IssuerCommand),
     /// Bind this wallet to your account at an issuer.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example:\n  wallet account add JPY --code K7QX-PZ3M-W9TD"
+    )]
     Account(AccountCommand),
     /// Make a card (payment and authentication keys) and get its license.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  wallet card new JPY\n  wallet card list --json"
+    )]
     Card(CardCommand),
     /// Withdraw notes from your account onto your card.
     #[command(after_help = "Example:\n  wallet withdraw 10000 JPY")]
@@ -136,17 +145,22 @@ enum Command {
         json: bool,
     },
     /// Every operation, oldest first, with how it ended.
+    #[command(after_help = "Examples:\n  wallet history\n  wallet history --json")]
     History {
         #[arg(long)]
         json: bool,
     },
     /// Operations not finished, and what each waits for.
+    #[command(after_help = "Examples:\n  wallet pending\n  wallet pending --json")]
     Pending {
         #[arg(long)]
         json: bool,
     },
     /// Pin an exchange agent's key; nothing unpinned is trusted.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  wallet agent add fx@agent.example.test --key 9f1c44d0...77aa\n  wallet agent list"
+    )]
     Agent(AgentCommand),
     /// Exchange one currency for another through an agent.
     ///
@@ -200,6 +214,7 @@ enum AgentCommand {
         key: String,
     },
     /// List the pinned agents.
+    #[command(after_help = "Example:\n  wallet agent list --json")]
     List {
         #[arg(long)]
         json: bool,
@@ -319,6 +334,7 @@ enum IssuerCommand {
         key: String,
     },
     /// List the pinned issuers.
+    #[command(after_help = "Example:\n  wallet issuer list --json")]
     List {
         #[arg(long)]
         json: bool,
@@ -342,6 +358,7 @@ enum CardCommand {
     #[command(after_help = "Example:\n  wallet card new JPY")]
     New { currency: String },
     /// List the cards.
+    #[command(after_help = "Example:\n  wallet card list --json")]
     List {
         #[arg(long)]
         json: bool,

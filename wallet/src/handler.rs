@@ -375,12 +375,14 @@ fn deposit_receipt(
         match &x.result {
             DepositOutcome::Credited | DepositOutcome::AlreadyCredited => {}
             DepositOutcome::Refused { code, reason } => refused.push(format!(
-                "{} {code}: {reason}",
-                x.amount.display_major(op.currency)
+                "{} {} {code}: {reason}",
+                x.amount.display_major(op.currency),
+                op.currency
             )),
             DepositOutcome::Overspent { proof } => refused.push(format!(
-                "{} overspent upstream (proof {}): not credited",
+                "{} {} overspent upstream (proof {}): not credited",
                 x.amount.display_major(op.currency),
+                op.currency,
                 proof.id()
             )),
         }
@@ -389,7 +391,11 @@ fn deposit_receipt(
         "UPDATE accounts SET balance = ?2 WHERE currency = ?1",
         params![op.currency.as_str(), sql_amount(r.balance)],
     )?;
-    let mut detail = format!("credited {}", r.credited.display_major(op.currency));
+    let mut detail = format!(
+        "credited {} {}",
+        r.credited.display_major(op.currency),
+        op.currency
+    );
     if !refused.is_empty() {
         detail.push_str("; refused: ");
         detail.push_str(&refused.join("; "));

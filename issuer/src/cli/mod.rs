@@ -86,7 +86,10 @@ pub enum Command {
     )]
     Init(init::InitArgs),
     /// Open, credit and look at bank accounts.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  issuer account open alice\n  issuer account credit alice 5000\n  issuer account show alice --json"
+    )]
     Account(account::AccountCommand),
     /// Revoke a card (lost, stolen, its owner asked).
     ///
