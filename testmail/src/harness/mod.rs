@@ -37,10 +37,14 @@ mod proxy;
 mod real;
 
 use std::{
+    collections::HashSet,
     fmt,
     net::SocketAddr,
-    path::PathBuf,
-    sync::atomic::{AtomicUsize, Ordering},
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Mutex,
+    },
     time::{Duration, Instant},
 };
 
@@ -107,8 +111,11 @@ pub struct TestServer {
 enum Inner {
     Embedded {
         server: RunningServer,
-        // Kept for the server's lifetime; removed when dropped.
-        _dir: TempDir,
+        // A temp folder is kept for the server's lifetime and removed when
+        // dropped; a folder given to `embedded_in` is left alone.
+        _dir: Option<TempDir>,
+        /// The accounts made by [`TestServer::account`].
+        names: Mutex<HashSet<String>>,
     },
     Real(RealServers),
 }
@@ -146,7 +153,7 @@ impl fmt::Debug for Account {
 /// Spreads claims over the pool, so that an account released a moment ago
 /// is not the next one taken.
 static NEXT_POOL_INDEX: AtomicUsize = AtomicUsize::new(0);
-/// Makes embedded account names unique within the process.
+/// Numbers embedded accounts whose name is already taken.
 static NEXT_EMBEDDED_ACCOUNT: AtomicUsize = AtomicUsize::new(1);
 
 impl TestServer {
@@ -186,7 +193,25 @@ impl TestServer {
             .map_err(|e| HarnessError::io("creating a temp folder for the embedded server", e))?;
         let server = Server::start(Config::new(dir.path())).await?;
         Ok(TestServer {
-            inner: Inner::Embedded { server, _dir: dir },
+            inner: Inner::Embedded {
+                server,
+                _dir: Some(dir),
+                names: Mutex::new(HashSet::new()),
+            },
+        })
+    }
+
+    /// The embedded server with its mail store in `dir` (created if
+    /// missing), which is kept after the server stops, so that the mail
+    /// can be looked at, or served again by `testmail serve --dir`.
+    pub async fn embedded_in(dir: &Path) -> Result<TestServer, HarnessError> {
+        let server = Server::start(Config::new(dir)).await?;
+        Ok(TestServer {
+            inner: Inner::Embedded {
+                server,
+                _dir: None,
+                names: Mutex::new(HashSet::new()),
+            },
         })
     }
 
@@ -296,14 +321,14 @@ impl TestServer {
     /// say) names the embedded account and is noted in the real servers'
     /// claim file.
     ///
-    /// Embedded: a new user `HINT-N@example.test`. Real: an unclaimed user
+    /// Embedded: a new user `HINT@example.test`, or `HINT-N@example.test`
+    /// if this server already has a `HINT`. Real: an unclaimed user
     /// of the pool (see the [module documentation](self)), skipping any
     /// that Postfix still has mail queued for, emptied with [`Self::empty`].
     /// Waits up to a minute for a pool account to be released.
     pub async fn account(&self, hint: &str) -> Result<Account, HarnessError> {
         match &self.inner {
-            Inner::Embedded { server, .. } => {
-                let n = NEXT_EMBEDDED_ACCOUNT.fetch_add(1, Ordering::Relaxed);
+            Inner::Embedded { server, names, .. } => {
                 let local: String = hint
                     .chars()
                     .map(|c| {
@@ -317,8 +342,17 @@ impl TestServer {
                     .collect();
                 let local = local.trim_matches(|c| c == '-' || c == '.');
                 let local = if local.is_empty() { "user" } else { local };
-                let address = format!("{local}-{n}@{EMBEDDED_DOMAIN}");
-                let password = format!("{local}-{n}-pw");
+                let local = {
+                    let mut names = names.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut name = local.to_owned();
+                    while !names.insert(name.clone()) {
+                        let n = NEXT_EMBEDDED_ACCOUNT.fetch_add(1, Ordering::Relaxed);
+                        name = format!("{local}-{n}");
+                    }
+                    name
+                };
+                let address = format!("{local}@{EMBEDDED_DOMAIN}");
+                let password = format!("{local}-pw");
                 server.add_user(&address, &password)?;
                 Ok(Account {
                     address,
@@ -512,7 +546,7 @@ impl TestServer {
     /// left running). Dropping a `TestServer` stops the embedded server
     /// too, without waiting.
     pub async fn shutdown(self) {
-        if let Inner::Embedded { server, _dir } = self.inner {
+        if let Inner::Embedded { server, _dir, .. } = self.inner {
             server.shutdown().await;
             drop(_dir);
         }
