@@ -1,7 +1,8 @@
 //! The architecture's invariants, checked on the source: the protocol core
 //! of `mailer` does no I/O and reads no clock; `issuer` and `wallet`
-//! never depend on each other or on `agent`, and `agent` builds on the
-//! wallet library only. See ARCHITECTURE.md.
+//! never depend on each other or on `agent`, `agent` builds on the
+//! wallet library only, and the demo links none of them. See
+//! ARCHITECTURE.md.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests
 
@@ -94,6 +95,18 @@ fn daemons_and_wallet_do_not_depend_on_each_other() {
                 !manifest.contains(&dep) && !manifest.contains(&dep2) && !manifest.contains(&dep3),
                 "{c} depends on {other}"
             );
+        }
+    }
+}
+
+#[test]
+fn the_demo_drives_the_programs_only() {
+    // The demo runs issuer, agent and wallet as a user would; it links none
+    // of the product's crates, so it cannot reach around their interfaces.
+    let manifest = std::fs::read_to_string(root().join("demo/Cargo.toml")).unwrap();
+    for c in ["mailer", "issuer", "agent", "wallet"] {
+        for dep in [format!("\n{c} "), format!("\n{c}."), format!("\n{c}=")] {
+            assert!(!manifest.contains(&dep), "demo depends on {c}");
         }
     }
 }

@@ -1,0 +1,211 @@
+//! `demo`: the whole system in under a minute. A mail server, a JPY and a
+//! USD issuer, an exchange agent and wallets, each the real program in a
+//! process of its own, all in one folder; the demo runs them as a user
+//! would and says what happens. Exits non-zero if any step fails.
+
+mod bins;
+mod cast;
+mod story;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Parser, ValueEnum};
+use testmail::harness::ServerKind;
+
+use crate::bins::Bins;
+use crate::cast::Stage;
+use crate::story::Say;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Server {
+    /// testmail's own server, started by the demo on loopback.
+    Embedded,
+    /// The Postfix + Dovecot that `testmail/real-server.sh start` runs
+    /// (found through the variables `testmail/real-server.sh env` prints).
+    Real,
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "demo",
+    version,
+    about = "E-money by email in under a minute: two issuers, an exchange agent and \
+             three wallets, each a real program, on a mail server",
+    long_about = "E-money by email in under a minute.\n\n\
+        Starts a mail server, a JPY issuer, a USD issuer, an exchange agent and the \
+        wallets of alice, bob and mallory, each the real program in a process of its \
+        own, all in one folder, and narrates: accounts and licenses, withdrawals, alice \
+        paying bob 700 JPY with change, alice exchanging 10,000 JPY for USD through \
+        the agent (offer, signed offer, 1st payment, 2nd payment), deposits, and \
+        mallory spending one note twice, named and revoked by the issuer. It ends \
+        with both issuers' audits and a table of balances.\n\n\
+        Exits 0 when every step did what it should, 1 when one did not (the folder \
+        is then kept, with every program's log).",
+    after_help = "Examples:
+  cargo run --release -p demo                    # build everything, run the demo
+  demo --keep /tmp/emoney                        # keep the mail, databases and logs
+  demo --json > outcome.json                     # the outcome for scripts; narration on stderr
+  eval \"$(testmail/real-server.sh env)\" && demo --server real   # on Postfix + Dovecot
+
+Every command the demo runs is written to commands.sh in its folder."
+)]
+struct Cli {
+    /// Which mail server to run on.
+    #[arg(long, value_enum, default_value = "embedded")]
+    server: Server,
+    /// Keep everything in DIR (a new or empty folder) and print how to use
+    /// the programs on it afterwards.
+    #[arg(long, value_name = "DIR")]
+    keep: Option<PathBuf>,
+    /// The folder holding the issuer, agent and wallet programs (default:
+    /// beside the demo's own executable).
+    #[arg(long, value_name = "DIR")]
+    bin_dir: Option<PathBuf>,
+    /// Do not build the programs first (the demo runs `cargo build` when
+    /// it was started by `cargo run`).
+    #[arg(long)]
+    no_build: bool,
+    /// Print the outcome (balances, the exchange, the overspender, the
+    /// audits) as JSON on stdout; the narration goes to stderr.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let say = Say::new(cli.json);
+    match run(&cli, &say) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("\ndemo failed: {e:#}");
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "ok": false, "error": format!("{e:#}") })
+                );
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The folder the demo works in: DIR of --keep, or a temp folder removed
+/// at the end unless the demo fails.
+enum Folder {
+    Kept(PathBuf),
+    Temp(tempfile::TempDir),
+}
+
+impl Folder {
+    fn path(&self) -> &Path {
+        match self {
+            Folder::Kept(p) => p,
+            Folder::Temp(t) => t.path(),
+        }
+    }
+}
+
+fn folder(keep: Option<&Path>) -> Result<Folder> {
+    match keep {
+        Some(dir) => {
+            if dir.exists()
+                && std::fs::read_dir(dir)
+                    .with_context(|| format!("cannot read {}", dir.display()))?
+                    .next()
+                    .is_some()
+            {
+                bail!(
+                    "{} is not empty; give --keep a new or empty folder",
+                    dir.display()
+                );
+            }
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            let dir = dir
+                .canonicalize()
+                .with_context(|| format!("cannot resolve {}", dir.display()))?;
+            Ok(Folder::Kept(dir))
+        }
+        None => Ok(Folder::Temp(
+            tempfile::Builder::new()
+                .prefix("emoney-demo-")
+                .tempdir()
+                .context("cannot create a temp folder")?,
+        )),
+    }
+}
+
+fn run(cli: &Cli, say: &Say) -> Result<()> {
+    let bins = Bins::find(cli.bin_dir.clone(), !cli.no_build)?;
+    let folder = folder(cli.keep.as_deref())?;
+    say.start_clock();
+    let dir = folder.path().to_path_buf();
+    let kind = match cli.server {
+        Server::Embedded => ServerKind::Embedded,
+        Server::Real => ServerKind::Real,
+    };
+    say.plain("E-money by email: two issuers, an exchange agent and three wallets.");
+    say.plain(&format!("Everything lives in {}.", dir.display()));
+    let stage = Stage::new(bins, dir.clone(), kind)?;
+    say.plain(&match kind {
+        ServerKind::Embedded => format!(
+            "Mail: testmail, the embedded server, SMTP {} and IMAP {}, its store in mail/.",
+            stage.server.smtp_addr(),
+            stage.server.imap_addr()
+        ),
+        ServerKind::Real => format!(
+            "Mail: Postfix (SMTP {}) and Dovecot (IMAP {}).",
+            stage.server.smtp_addr(),
+            stage.server.imap_addr()
+        ),
+    });
+    let told = story::tell(&stage, say);
+    let outcome = match told {
+        Ok(o) => o,
+        Err(e) => {
+            let kept = match folder {
+                Folder::Temp(t) => t.keep(),
+                Folder::Kept(p) => p,
+            };
+            // The programs' logs and the transcript stay for a post-mortem.
+            let _ = stage.write_env();
+            return Err(e.context(format!(
+                "the demo's folder is kept for a look: {} (logs/, commands.sh)",
+                kept.display()
+            )));
+        }
+    };
+    say.plain(&format!(
+        "\nEvery step did what it should, in {:.1} s.",
+        say.elapsed().as_secs_f64()
+    ));
+    if let Folder::Kept(dir) = &folder {
+        let env = stage.write_env()?;
+        say.plain(&format!(
+            "\nKept in {dir}: mail/ (the mail store), issuer-jpy/ issuer-usd/ fx/ alice/ bob/\n\
+             mallory/ mallory-copy/ (each program's home: database and TOML settings), logs/,\n\
+             commands.sh (every command the demo ran). To look around:\n\
+             \x20  . {env}\n\
+             \x20  WALLET_HOME=$DEMO/alice wallet history\n\
+             \x20  ISSUER_HOME=$DEMO/issuer-jpy issuer report\n\
+             \x20  AGENT_HOME=$DEMO/fx agent status\n\
+             {serve}",
+            dir = dir.display(),
+            env = env.display(),
+            serve = match kind {
+                ServerKind::Embedded =>
+                    "Commands that read mail (wallet sync, the daemons) need the mail server:\n\
+                     \x20  serve_mail &        # defined by env.sh; the same ports as before",
+                ServerKind::Real =>
+                    "The mailboxes are pool accounts of the real servers: the next test run\n\
+                     empties them.",
+            }
+        ));
+    }
+    if cli.json {
+        println!("{outcome:#}");
+    }
+    Ok(())
+}
