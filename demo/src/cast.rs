@@ -306,9 +306,11 @@ impl Party {
             .open(&log_path)
             .with_context(|| format!("cannot open {}", log_path.display()))?;
         stage.record(&format!("{} &", self.shown(stage, args)));
+        // The daemons log at info unless the user asked for more or less.
+        let log_level = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
         let child = self
             .command(stage, args)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", log_level)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -171,10 +171,10 @@ fn run(cli: &Cli, say: &Say) -> Result<()> {
             };
             // The programs' logs and the transcript stay for a post-mortem.
             let _ = stage.write_env();
-            return Err(e.context(format!(
-                "the demo's folder is kept for a look: {} (logs/, commands.sh)",
+            return Err(anyhow::anyhow!(
+                "{e:#}\n\nThe demo's folder is kept for a look: {} (each program's log in logs/, every command run in commands.sh).",
                 kept.display()
-            )));
+            ));
         }
     };
     say.plain(&format!(

@@ -268,3 +268,36 @@ fn the_demo_says_what_to_do_when_it_cannot_start() {
     assert!(help.contains("cargo run --release -p demo"), "{help}");
     assert!(help.contains("--server real"), "{help}");
 }
+
+#[cfg(unix)]
+#[test]
+fn a_failing_step_stops_the_demo_and_keeps_its_folder() {
+    use std::os::unix::fs::PermissionsExt;
+    // A step that fails stops the demo with exit 1, naming the command and
+    // quoting what the program said, and the folder is kept for a look.
+    let broken = tempfile::tempdir().unwrap();
+    for p in ["issuer", "wallet"] {
+        std::os::unix::fs::symlink(bin_dir().join(p), broken.path().join(p)).unwrap();
+    }
+    let agent = broken.path().join("agent");
+    std::fs::write(
+        &agent,
+        "#!/bin/sh\necho 'agent: out of order' >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let keep = tempfile::tempdir().unwrap();
+    let out = demo(&[
+        "--keep",
+        keep.path().join("d").to_str().unwrap(),
+        "--bin-dir",
+        broken.path().to_str().unwrap(),
+        "--no-build",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("agent init --email"), "{err}");
+    assert!(err.contains("agent: out of order"), "{err}");
+    assert!(err.contains("kept for a look"), "{err}");
+    assert!(keep.path().join("d/logs/issuer-jpy.log").exists());
+}
