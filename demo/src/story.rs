@@ -443,7 +443,7 @@ pub fn tell(stage: &Stage, say: &Say) -> Result<Value> {
         "after paying 700 JPY alice holds {alice_jpy} and bob {bob_jpy}"
     );
     say.line(
-        "Four mails: alice's wallet invites bob's; bob's answers with its card's license and a fresh challenge; alice's pays, signing a link for 700 JPY of one of her notes over to bob's card and that challenge (she keeps the rest of the note as change); bob's wallet checks the notes offline and mails a signed receipt.",
+        "Four mails: alice's wallet invites bob's; bob's answers with its card's license and a fresh challenge; alice's pays, signing a link for 700 JPY of her 1,000 JPY note over to bob's card and that challenge (the other 300 JPY of the note stay hers: her change); bob's wallet checks the notes offline and mails a signed receipt.",
     );
     say.line(&format!(
         "alice now holds {}, bob {} (memo \"{}\").",
