@@ -1121,7 +1121,7 @@ pub fn verify_paid(
             ))
         }
     };
-    let book = store::license_book(conn, &issuer, licenses).map_err(db)?;
+    let book = store::license_book(conn, &issuer, licenses, notes).map_err(db)?;
     let revocations = store::revocations(&issuer);
     let policy = NotePolicy {
         issuer: &issuer.key,

@@ -414,11 +414,15 @@ pub fn licenses_for(
     Ok(out)
 }
 
-/// A book of the given licenses (verified) plus every license stored.
+/// A book of the licenses `notes` need: the given ones (verified), and,
+/// for every key that holds a state of the notes, those stored. Looked up
+/// by key, so the cost follows the payment, not how many licenses this
+/// wallet has seen (an agent sees one per customer).
 pub fn license_book(
     conn: &Connection,
     issuer: &IssuerRow,
     given: &[Signed<License>],
+    notes: &[Note],
 ) -> Result<LicenseBook, WalletError> {
     let mut book = LicenseBook::new();
     for l in given {
@@ -426,11 +430,22 @@ pub fn license_book(
         // check then says which link lacks a license.
         let _ = book.add_signed(l, &issuer.key, issuer.currency);
     }
-    let mut stmt = conn.prepare("SELECT license FROM licenses")?;
-    let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
-    for r in rows {
-        let l: Signed<License> = signed_of(&r?)?;
-        let _ = book.add_signed(&l, &issuer.key, issuer.currency);
+    let mut holders: Vec<&PublicKey> = notes
+        .iter()
+        .flat_map(|n| {
+            std::iter::once(&n.issuance.unverified().holder)
+                .chain(n.links.iter().map(|l| &l.unverified().payee))
+        })
+        .collect();
+    holders.sort_by_key(|k| k.as_bytes());
+    holders.dedup();
+    let mut stmt = conn.prepare_cached("SELECT license FROM licenses WHERE payment_public = ?1")?;
+    for key in holders {
+        let rows = stmt.query_map([key.as_bytes().as_slice()], |r| r.get::<_, Vec<u8>>(0))?;
+        for r in rows {
+            let l: Signed<License> = signed_of(&r?)?;
+            let _ = book.add_signed(&l, &issuer.key, issuer.currency);
+        }
     }
     for c in cards(conn)? {
         if let Some(l) = &c.license {
@@ -573,4 +588,44 @@ pub fn spendable_total(conn: &Connection, currency: Currency) -> Result<Amount, 
         |r| r.get(0),
     )?;
     Ok(amount_of(v))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests
+
+    use mailer::testkit::{card, TestIssuer, NOW};
+
+    use super::*;
+
+    #[test]
+    fn the_license_book_holds_the_licenses_the_notes_need_and_no_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::db::open(&dir.path().join("w.db")).unwrap();
+        let mut jpy = TestIssuer::new(1, Currency::JPY);
+        crate::ops::add_issuer(
+            &conn,
+            Currency::JPY,
+            "i@example.test",
+            jpy.key.public(),
+            NOW,
+        )
+        .unwrap();
+        let issuer = issuer(&conn, Currency::JPY).unwrap().unwrap();
+        // Licenses of 50 cards seen before; the note was issued to one.
+        let cards: Vec<_> = (0..50).map(|i| card(i + 20)).collect();
+        let licenses: Vec<_> = cards.iter().map(|c| jpy.license(&c.keys())).collect();
+        remember_licenses(&conn, &licenses).unwrap();
+        let holder = &cards[7];
+        let note = jpy.issue(500, &holder.keys());
+
+        let book = license_book(&conn, &issuer, &[], std::slice::from_ref(&note)).unwrap();
+        assert!(book.knows(&holder.keys().payment));
+        assert!(!book.knows(&cards[8].keys().payment));
+        // Licenses given with the payment count too.
+        let other = card(99);
+        let given = jpy.license(&other.keys());
+        let book = license_book(&conn, &issuer, &[given], &[note]).unwrap();
+        assert!(book.knows(&other.keys().payment));
+    }
 }
