@@ -44,7 +44,7 @@ pub struct TestIssuer {
     pub key: SecretKey,
     pub currency: Currency,
     pub licenses: Vec<Signed<License>>,
-    serial: u8,
+    serial: u64,
 }
 
 impl TestIssuer {
@@ -75,10 +75,20 @@ impl TestIssuer {
 
     /// Issues a note of `value` to `card`'s payment key.
     pub fn issue(&mut self, value: u64, card: &CardKeys) -> Note {
-        self.serial = self.serial.wrapping_add(1);
+        self.serial += 1;
+        // The first 255 serials are the fixed ids of the golden vectors;
+        // after them, the counter itself (never all one byte).
+        let serial = match u8::try_from(self.serial) {
+            Ok(s) if s < u8::MAX => id(s),
+            _ => {
+                let mut b = [0xff; 16];
+                b[8..].copy_from_slice(&self.serial.to_be_bytes());
+                Id(b)
+            }
+        };
         let iss = Signed::sign(
             Issuance {
-                serial: id(self.serial),
+                serial,
                 currency: self.currency,
                 value: Amount::new(value),
                 holder: card.payment,
