@@ -24,25 +24,26 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // benchmark
 
+#[path = "../tests/support/world.rs"]
+mod world;
+
 use std::hint::black_box;
 use std::process::exit;
 use std::time::{Duration, Instant};
 
-use agent::{handle_mail, store, Agent, Home};
+use agent::{handle_mail, Agent};
 use mailer::crypto::{Challenge, Id, SecretKey};
 use mailer::envelope::{Body, Envelope, Signed};
 use mailer::imap::Disposition;
 use mailer::inbox::{self, Seen};
 use mailer::license::{CardSecret, License};
 use mailer::messages::{
-    FirstPayment, LicenseGranted, Offer, OfferAcceptance, QuoteAmount, QuoteRequest, SecondPayment,
+    FirstPayment, Offer, OfferAcceptance, QuoteAmount, QuoteRequest, SecondPayment,
     SecondPaymentRequest, SignedOffer,
 };
-use mailer::mime::{build_mail, parse_mail, MessageId, OutgoingMail};
 use mailer::money::{Amount, Currency};
 use mailer::testkit::{pay, verify_paid, TestIssuer, NOW};
 use rusqlite::{Connection, TransactionBehavior};
-use wallet::{ops, store as wstore};
 
 const USAGE: &str =
     "usage: cargo bench -p agent --bench exchange -- [--exchanges N] [--users U] [--raw-secs S]";
@@ -166,89 +167,32 @@ struct World {
 impl World {
     fn new(float_notes: usize) -> World {
         let dir = tempfile::tempdir().unwrap();
-        let (agent, conn) = Home::new(dir.path().join("agent"))
-            .create("agent@example.test", None, 3_600, 86_400, NOW)
-            .unwrap();
+        let mut jpy = TestIssuer::new(1, Currency::JPY);
+        let mut usd = TestIssuer::new(2, Currency::USD);
+        let (agent, mut conn) = world::licensed_agent(dir.path(), &mut jpy, &mut usd);
+        // The USD float: one note per exchange, of exactly A2, so that every
+        // second payment is one link on a fresh note.
+        world::float(&mut conn, &mut usd, &vec![A2; float_notes]);
         let mut w = World {
             _dir: dir,
             agent,
             conn,
-            jpy: TestIssuer::new(1, Currency::JPY),
-            usd: TestIssuer::new(2, Currency::USD),
+            jpy,
+            usd,
             seen: 0,
-            n: 0,
+            // The license mails were 1 and 2.
+            n: 2,
             costs: [Cost::default(); 3],
         };
-        for (c, addr) in [
-            (Currency::JPY, "jpy@example.test"),
-            (Currency::USD, "usd@example.test"),
-        ] {
-            let issuer = if c == Currency::JPY {
-                &mut w.jpy
-            } else {
-                &mut w.usd
-            };
-            ops::add_issuer(&w.conn, c, addr, issuer.key.public(), NOW).unwrap();
-            let op = ops::new_card(&w.conn, &w.agent.wallet, c, NOW).unwrap();
-            let keys = wstore::card(&w.conn, c).unwrap().unwrap().keys;
-            let request = ops::op(&w.conn, op).unwrap().request.unwrap();
-            let license = issuer.license(&keys);
-            let granted = Signed::sign(LicenseGranted { request, license }, &issuer.key).unwrap();
-            w.handle(addr, vec![granted.into_envelope()], None);
-        }
-        // The USD float: one note per exchange, of exactly A2, so that every
-        // second payment is one link on a fresh note.
-        let card = wstore::card(&w.conn, Currency::USD).unwrap().unwrap();
-        let tx = w.conn.transaction().unwrap();
-        for _ in 0..float_notes {
-            let n = w.usd.issue(A2, &card.keys);
-            wstore::insert_note(
-                &tx,
-                &n,
-                &n.id(),
-                card.id,
-                Amount::new(A2),
-                NOW.saturating_add_secs(mailer::testkit::NOTE_LIFETIME_SECS),
-                0,
-                NOW,
-            )
-            .unwrap();
-        }
-        tx.commit().unwrap();
-        store::set_rate(
-            &w.conn,
-            &agent::pricing::Pricing {
-                pay: Currency::JPY,
-                receive: Currency::USD,
-                mid: "0.0067".parse().unwrap(),
-                spread_bp: 50,
-                min: Amount::new(100),
-                max: Amount::new(1_000_000),
-            },
-            NOW,
-        )
-        .unwrap();
         w.outbox();
         w
     }
 
     /// Handles one mail as the daemon's watcher does, timing it into
-    /// `costs[kind]` when given.
-    fn handle(&mut self, from: &str, envelopes: Vec<Envelope>, kind: Option<usize>) {
+    /// `costs[kind]`.
+    fn handle(&mut self, from: &str, envelopes: Vec<Envelope>, kind: usize) {
         self.n += 1;
-        let raw = build_mail(&OutgoingMail {
-            from: from.into(),
-            to: "agent@example.test".into(),
-            subject: "exchange".into(),
-            message_id: MessageId::parse(&format!("m{}@example.test", self.n)).unwrap(),
-            in_reply_to: None,
-            references: vec![],
-            date: NOW,
-            text: "exchange".into(),
-            envelopes,
-            auto_reply: false,
-        })
-        .unwrap();
+        let raw = world::incoming(from, self.n, envelopes, NOW);
         let (wall0, cpu0) = (Instant::now(), thread_cpu());
         let key = inbox::mail_key(&raw);
         let tx = self
@@ -266,10 +210,8 @@ impl World {
         };
         inbox::record(&tx, &key, &seen, NOW).unwrap();
         tx.commit().unwrap();
-        if let Some(k) = kind {
-            self.costs[k].wall += wall0.elapsed();
-            self.costs[k].cpu += thread_cpu() - cpu0;
-        }
+        self.costs[kind].wall += wall0.elapsed();
+        self.costs[kind].cpu += thread_cpu() - cpu0;
     }
 
     /// The one envelope queued since the last call, of kind `T`.
@@ -289,22 +231,7 @@ impl World {
     }
 
     fn outbox(&mut self) -> Vec<Envelope> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT id, raw FROM mail_outbox WHERE id > ?1 ORDER BY id")
-            .unwrap();
-        let rows: Vec<(i64, Vec<u8>)> = stmt
-            .query_map([self.seen], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        drop(stmt);
-        if let Some(last) = rows.last() {
-            self.seen = last.0;
-        }
-        rows.into_iter()
-            .flat_map(|(_, raw)| parse_mail(&raw).unwrap().envelopes)
-            .collect()
+        world::queued_envelopes(&self.conn, &mut self.seen)
     }
 
     /// One whole exchange for the user with cards `uj` (pays JPY) and `uu`
@@ -327,7 +254,7 @@ impl World {
             &uj.auth,
         )
         .unwrap();
-        self.handle(user, vec![q.into_envelope()], Some(0));
+        self.handle(user, vec![q.into_envelope()], 0);
         let offer = self.reply::<Offer>();
         let a = Signed::sign(
             OfferAcceptance {
@@ -338,7 +265,7 @@ impl World {
             &uu.auth,
         )
         .unwrap();
-        self.handle(user, vec![a.into_envelope()], Some(1));
+        self.handle(user, vec![a.into_envelope()], 1);
         let so = self.reply::<SignedOffer>();
         let t = so.unverified().terms.clone();
         if (t.a1.minor_units(), t.a2.minor_units()) != (A1, A2) {
@@ -368,7 +295,7 @@ impl World {
             &uu.auth,
         )
         .unwrap();
-        self.handle(user, vec![fp.into_envelope(), req.into_envelope()], Some(2));
+        self.handle(user, vec![fp.into_envelope(), req.into_envelope()], 2);
         let sp = self.reply::<SecondPayment>();
         let got: u64 = sp
             .unverified()

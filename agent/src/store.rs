@@ -55,16 +55,9 @@ fn to_pricing(t: RateTuple) -> Result<Pricing, AgentError> {
     })
 }
 
+/// The row as the tuple of its columns (rusqlite converts rows to tuples).
 fn rate_row(r: &Row<'_>) -> rusqlite::Result<RateTuple> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-    ))
+    RateTuple::try_from(r)
 }
 
 const RATE_COLS: &str = "pay, receive, mid_mantissa, mid_scale, spread_bp, min, max";
@@ -181,23 +174,9 @@ type TradeTuple = (
     i64,
 );
 
+/// The row as the tuple of its columns (rusqlite converts rows to tuples).
 fn trade_row(r: &Row<'_>) -> rusqlite::Result<TradeTuple> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-        r.get(8)?,
-        r.get(9)?,
-        r.get(10)?,
-        r.get(11)?,
-        r.get(12)?,
-        r.get(13)?,
-    ))
+    TradeTuple::try_from(r)
 }
 
 fn env(b: Option<Vec<u8>>) -> Result<Option<Envelope>, AgentError> {

@@ -7,15 +7,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests
 
-use agent::{exchange, float, handle_mail, status, store, Agent, Home};
+#[path = "support/world.rs"]
+mod world;
+
+use agent::{exchange, float, handle_mail, status, store, Agent};
 use mailer::crypto::{Challenge, Id};
 use mailer::envelope::{Body, Envelope, Signed};
 use mailer::license::CardSecret;
 use mailer::messages::{
-    ErrorCode, ErrorReply, FirstPayment, LicenseGranted, Offer, OfferAcceptance, QuoteAmount,
-    QuoteRequest, Refund, SecondPayment, SecondPaymentRequest, SignedOffer,
+    ErrorCode, ErrorReply, FirstPayment, Offer, OfferAcceptance, QuoteAmount, QuoteRequest, Refund,
+    SecondPayment, SecondPaymentRequest, SignedOffer,
 };
-use mailer::mime::{build_mail, parse_mail, MessageId, OutgoingMail};
 use mailer::money::{Amount, Currency, Timestamp};
 use mailer::note::Note;
 use mailer::testkit::{card, pay, verify_paid, TestIssuer, NOW};
@@ -29,7 +31,7 @@ struct Rig {
     jpy: TestIssuer,
     usd: TestIssuer,
     seen: i64,
-    n: u32,
+    n: u64,
     withhold: bool,
     /// The user's cards: JPY pays, USD receives.
     uj: CardSecret,
@@ -42,99 +44,44 @@ const USER: &str = "alice@example.test";
 impl Rig {
     fn new() -> Rig {
         let dir = tempfile::tempdir().unwrap();
-        let (agent, conn) = Home::new(dir.path().join("agent"))
-            .create("agent@example.test", None, 3_600, 86_400, NOW)
-            .unwrap();
+        let mut jpy = TestIssuer::new(1, Currency::JPY);
+        let mut usd = TestIssuer::new(2, Currency::USD);
+        let (agent, conn) = world::licensed_agent(dir.path(), &mut jpy, &mut usd);
         let mut r = Rig {
             _dir: dir,
             agent,
             conn,
-            jpy: TestIssuer::new(1, Currency::JPY),
-            usd: TestIssuer::new(2, Currency::USD),
+            jpy,
+            usd,
             seen: 0,
-            n: 0,
+            // The license mails were 1 and 2.
+            n: 2,
             withhold: false,
             uj: card(10),
             uu: card(11),
             user_jpy_notes: Vec::new(),
         };
-        for (c, addr) in [
-            (Currency::JPY, "jpy@example.test"),
-            (Currency::USD, "usd@example.test"),
-        ] {
-            let key = r.issuer(c).key.public();
-            ops::add_issuer(&r.conn, c, addr, key, NOW).unwrap();
-            let op = ops::new_card(&r.conn, &r.agent.wallet, c, NOW).unwrap();
-            let keys = wstore::card(&r.conn, c).unwrap().unwrap().keys;
-            let request = ops::op(&r.conn, op).unwrap().request.unwrap();
-            let license = r.issuer(c).license(&keys);
-            let granted =
-                Signed::sign(LicenseGranted { request, license }, &r.issuer(c).key).unwrap();
-            r.receive(addr, vec![granted.into_envelope()], NOW);
-        }
         r.jpy.license(&r.uj.keys());
         r.usd.license(&r.uu.keys());
         let n = r.jpy.issue(20_000, &r.uj.keys());
         r.user_jpy_notes.push(n);
         r.outbox();
-        store::set_rate(
-            &r.conn,
-            &agent::pricing::Pricing {
-                pay: Currency::JPY,
-                receive: Currency::USD,
-                mid: "0.0067".parse().unwrap(),
-                spread_bp: 50,
-                min: Amount::new(100),
-                max: Amount::new(1_000_000),
-            },
-            NOW,
-        )
-        .unwrap();
         r
-    }
-
-    fn issuer(&mut self, c: Currency) -> &mut TestIssuer {
-        if c == Currency::JPY {
-            &mut self.jpy
-        } else {
-            &mut self.usd
-        }
     }
 
     /// Float notes straight onto the agent's card.
     fn float(&mut self, c: Currency, values: &[u64]) {
-        let card = wstore::card(&self.conn, c).unwrap().unwrap();
-        for v in values {
-            let n = self.issuer(c).issue(*v, &card.keys);
-            wstore::insert_note(
-                &self.conn,
-                &n,
-                &n.id(),
-                card.id,
-                Amount::new(*v),
-                NOW.saturating_add_secs(mailer::testkit::NOTE_LIFETIME_SECS),
-                0,
-                NOW,
-            )
-            .unwrap();
-        }
+        let issuer = if c == Currency::JPY {
+            &mut self.jpy
+        } else {
+            &mut self.usd
+        };
+        world::float(&mut self.conn, issuer, values);
     }
 
     fn receive(&mut self, from: &str, envelopes: Vec<Envelope>, now: Timestamp) {
         self.n += 1;
-        let raw = build_mail(&OutgoingMail {
-            from: from.into(),
-            to: "agent@example.test".into(),
-            subject: "test".into(),
-            message_id: MessageId::parse(&format!("m{}@example.test", self.n)).unwrap(),
-            in_reply_to: None,
-            references: vec![],
-            date: now,
-            text: "test".into(),
-            envelopes,
-            auto_reply: false,
-        })
-        .unwrap();
+        let raw = world::incoming(from, self.n, envelopes, now);
         let tx = self.conn.transaction().unwrap();
         handle_mail(&tx, &self.agent, &raw, now, self.withhold).unwrap();
         tx.commit().unwrap();
@@ -142,22 +89,7 @@ impl Rig {
 
     /// Envelopes queued since the last call.
     fn outbox(&mut self) -> Vec<Envelope> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT id, raw FROM mail_outbox WHERE id > ?1 ORDER BY id")
-            .unwrap();
-        let rows: Vec<(i64, Vec<u8>)> = stmt
-            .query_map([self.seen], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        drop(stmt);
-        if let Some(last) = rows.last() {
-            self.seen = last.0;
-        }
-        rows.into_iter()
-            .flat_map(|(_, raw)| parse_mail(&raw).unwrap().envelopes)
-            .collect()
+        world::queued_envelopes(&self.conn, &mut self.seen)
     }
 
     fn one<T: Body>(&mut self) -> Signed<T> {

@@ -244,6 +244,32 @@ pub fn list(conn: &Connection) -> Result<Vec<OutboxEntry>, OutboxError> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// A queued mail as it was queued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queued {
+    pub id: i64,
+    pub recipient: String,
+    pub subject: String,
+    pub raw: Vec<u8>,
+}
+
+/// The mails queued after the row `after` (0 for all), oldest first,
+/// whatever their state: what a handler queued, for those who check it.
+pub fn queued_after(conn: &Connection, after: i64) -> Result<Vec<Queued>, OutboxError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, recipient, subject, raw FROM mail_outbox WHERE id > ?1 ORDER BY id",
+    )?;
+    let rows = stmt.query_map([after], |r| {
+        Ok(Queued {
+            id: r.get(0)?,
+            recipient: r.get(1)?,
+            subject: r.get(2)?,
+            raw: r.get(3)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// When to try again after `attempts` attempts: exponential from `base`
 /// seconds, capped at `max`, with `jitter` (a random number the caller
 /// draws) spreading retries over the upper half of the interval so that

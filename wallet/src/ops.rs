@@ -108,24 +108,9 @@ pub struct Op {
 
 const OP_COLS: &str = "id, kind, currency, amount, peer, memo, state, final, detail, request, transfer, data, thread, created_at, updated_at";
 
+/// The row as the tuple of its columns (rusqlite converts rows to tuples).
 fn op_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OpTuple> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-        r.get(8)?,
-        r.get(9)?,
-        r.get(10)?,
-        r.get(11)?,
-        r.get(12)?,
-        r.get(13)?,
-        r.get(14)?,
-    ))
+    OpTuple::try_from(r)
 }
 
 type OpTuple = (

@@ -71,7 +71,7 @@ pub struct IssuerRow {
 type IssuerTuple = (String, String, Vec<u8>, Option<Vec<u8>>, i64);
 
 fn issuer_row(r: &Row<'_>) -> rusqlite::Result<IssuerTuple> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+    IssuerTuple::try_from(r)
 }
 
 fn to_issuer((c, address, key, list, asked): IssuerTuple) -> Result<IssuerRow, WalletError> {
@@ -264,18 +264,9 @@ impl CardRow {
 const CARD_COLS: &str =
     "id, currency, payment_public, auth_public, payment_secret, auth_secret, license, state, locked_by";
 
+/// The row as the tuple of its columns (rusqlite converts rows to tuples).
 fn card_row(r: &Row<'_>) -> rusqlite::Result<CardTuple> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-        r.get(8)?,
-    ))
+    CardTuple::try_from(r)
 }
 
 type CardTuple = (

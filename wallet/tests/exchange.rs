@@ -82,21 +82,12 @@ impl W {
 
     /// Envelopes of each mail queued since the last call.
     fn outbox(&mut self) -> Vec<Vec<Envelope>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT id, raw FROM mail_outbox WHERE id > ?1 ORDER BY id")
-            .unwrap();
-        let rows: Vec<(i64, Vec<u8>)> = stmt
-            .query_map([self.seen], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        drop(stmt);
+        let rows = mailer::outbox::queued_after(&self.conn, self.seen).unwrap();
         if let Some(last) = rows.last() {
-            self.seen = last.0;
+            self.seen = last.id;
         }
         rows.into_iter()
-            .map(|(_, raw)| parse_mail(&raw).unwrap().envelopes)
+            .map(|q| parse_mail(&q.raw).unwrap().envelopes)
             .collect()
     }
 

@@ -63,20 +63,11 @@ impl W {
 
     /// Mail queued since the last call: (recipient, raw).
     fn outbox(&mut self) -> Vec<(String, Vec<u8>)> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT id, recipient, raw FROM mail_outbox WHERE id > ?1 ORDER BY id")
-            .unwrap();
-        let rows: Vec<(i64, String, Vec<u8>)> = stmt
-            .query_map([self.seen], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        drop(stmt);
+        let rows = mailer::outbox::queued_after(&self.conn, self.seen).unwrap();
         if let Some(last) = rows.last() {
-            self.seen = last.0;
+            self.seen = last.id;
         }
-        rows.into_iter().map(|(_, to, raw)| (to, raw)).collect()
+        rows.into_iter().map(|q| (q.recipient, q.raw)).collect()
     }
 
     fn receive(&mut self, raw: &[u8]) {

@@ -193,21 +193,15 @@ impl World {
     /// Replies queued since the last call, parsed and checked: one
     /// envelope each, signed by the issuer.
     pub fn new_replies(&mut self) -> Vec<Reply> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT id, recipient, subject, raw FROM mail_outbox WHERE id > ?1 ORDER BY id",
-            )
-            .unwrap();
-        let rows: Vec<(i64, String, String, Vec<u8>)> = stmt
-            .query_map([self.outbox_seen], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-            })
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let rows = mailer::outbox::queued_after(&self.conn, self.outbox_seen).unwrap();
         let mut out = Vec::new();
-        for (id, recipient, subject, raw) in rows {
+        for mailer::outbox::Queued {
+            id,
+            recipient,
+            subject,
+            raw,
+        } in rows
+        {
             self.outbox_seen = id;
             let mail = parse_mail(&raw).unwrap();
             assert_eq!(mail.envelopes.len(), 1);
