@@ -79,7 +79,12 @@ fn args() -> Args {
             "--users" => a.users = num().max(1),
             // Seconds of each raw measurement (0 for a profile of the
             // exchanges alone).
-            "--raw-secs" => a.raw_secs = num() as f64,
+            "--raw-secs" => {
+                a.raw_secs = it.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
+                    eprintln!("{USAGE}");
+                    exit(2)
+                })
+            }
             // cargo bench passes --bench to harness=false benches.
             "--bench" => {}
             _ => {
