@@ -8,6 +8,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,6 +17,19 @@ use serde_json::Value;
 use testmail::harness::{Account, ServerKind, TestServer};
 
 use crate::bins::Bins;
+
+/// Set when the user presses Ctrl-C: the demo stops at its next command,
+/// stops the daemons and keeps its folder (the daemons, in the same
+/// process group, get the signal too).
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// An error if the user pressed Ctrl-C.
+fn not_interrupted() -> Result<()> {
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        bail!("interrupted (Ctrl-C)");
+    }
+    Ok(())
+}
 
 /// Which program a party is run with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +87,11 @@ impl Stage {
             .enable_all()
             .build()
             .context("cannot start the async runtime")?;
+        rt.spawn(async {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                INTERRUPTED.store(true, Ordering::SeqCst);
+            }
+        });
         let server = match kind {
             ServerKind::Embedded => rt
                 .block_on(TestServer::embedded_in(&dir.join("mail")))
@@ -274,10 +293,13 @@ impl Party {
     }
 
     fn output(&self, stage: &Stage, args: &[&str]) -> Result<(Option<i32>, String, String)> {
+        not_interrupted()?;
         let out = self
             .command(stage, args)
             .output()
             .with_context(|| format!("cannot run {}", self.program.name()))?;
+        // A command the Ctrl-C cut short is not a failure of its own.
+        not_interrupted()?;
         Ok((
             out.status.code(),
             String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -334,6 +356,7 @@ pub struct Daemon {
 impl Daemon {
     /// An error if the daemon has exited, with the end of its log.
     pub fn check(&mut self) -> Result<()> {
+        not_interrupted()?;
         if let Ok(Some(status)) = self.child.try_wait() {
             let log = std::fs::read_to_string(&self.log).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(15).collect();
@@ -383,6 +406,7 @@ impl Drop for Daemon {
 pub fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
+        not_interrupted()?;
         if f()? {
             return Ok(());
         }

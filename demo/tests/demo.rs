@@ -301,3 +301,48 @@ fn a_failing_step_stops_the_demo_and_keeps_its_folder() {
     assert!(err.contains("kept for a look"), "{err}");
     assert!(keep.path().join("d/logs/issuer-jpy.log").exists());
 }
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_stops_the_daemons_and_keeps_the_folder() {
+    use std::os::unix::process::CommandExt;
+    use std::time::{Duration, Instant};
+
+    let keep = tempfile::tempdir().unwrap();
+    let dir = keep.path().join("d");
+    // Its own process group, as a terminal's foreground job is.
+    let child = Command::new(DEMO)
+        .args([
+            "--keep",
+            dir.to_str().unwrap(),
+            "--bin-dir",
+            bin_dir().to_str().unwrap(),
+            "--no-build",
+        ])
+        .process_group(0)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !dir.join("logs/issuer-usd.log").exists() {
+        assert!(Instant::now() < deadline, "the daemons never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let group = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
+    rustix::process::kill_process_group(group, rustix::process::Signal::INT).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("interrupted (Ctrl-C)"), "{err}");
+    assert!(err.contains("kept for a look"), "{err}");
+    // No program of the demo is left running.
+    let needle = dir.to_string_lossy().into_owned();
+    let left: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.ok()?.path().join("environ")).ok())
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .filter(|env| env.contains(&needle))
+        .collect();
+    assert!(left.is_empty(), "{} processes left", left.len());
+}
