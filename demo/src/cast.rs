@@ -18,15 +18,40 @@ use testmail::harness::{Account, ServerKind, TestServer};
 
 use crate::bins::Bins;
 
-/// Set when the user presses Ctrl-C: the demo stops at its next command,
-/// stops the daemons and keeps its folder (the daemons, in the same
-/// process group, get the signal too).
+/// Set when the user presses Ctrl-C (or the demo gets SIGTERM): the demo
+/// stops at its next command, stops the daemons and keeps its folder.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
-/// An error if the user pressed Ctrl-C.
+/// Notes SIGINT (Ctrl-C) and SIGTERM in [`INTERRUPTED`]; registered
+/// before this returns, so no signal can end the demo uncleanly after.
+fn watch_for_stop_signals(rt: &tokio::runtime::Runtime) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        for kind in [SignalKind::interrupt(), SignalKind::terminate()] {
+            let mut s = rt
+                .block_on(async { signal(kind) })
+                .context("cannot watch for Ctrl-C")?;
+            rt.spawn(async move {
+                if s.recv().await.is_some() {
+                    INTERRUPTED.store(true, Ordering::SeqCst);
+                }
+            });
+        }
+    }
+    #[cfg(not(unix))]
+    rt.spawn(async {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            INTERRUPTED.store(true, Ordering::SeqCst);
+        }
+    });
+    Ok(())
+}
+
+/// An error if the user pressed Ctrl-C (or the demo was sent SIGTERM).
 fn not_interrupted() -> Result<()> {
     if INTERRUPTED.load(Ordering::SeqCst) {
-        bail!("interrupted (Ctrl-C)");
+        bail!("interrupted (Ctrl-C or SIGTERM)");
     }
     Ok(())
 }
@@ -87,11 +112,7 @@ impl Stage {
             .enable_all()
             .build()
             .context("cannot start the async runtime")?;
-        rt.spawn(async {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                INTERRUPTED.store(true, Ordering::SeqCst);
-            }
-        });
+        watch_for_stop_signals(&rt)?;
         let server = match kind {
             ServerKind::Embedded => rt
                 .block_on(TestServer::embedded_in(&dir.join("mail")))
@@ -298,7 +319,15 @@ impl Party {
             .command(stage, args)
             .output()
             .with_context(|| format!("cannot run {}", self.program.name()))?;
-        // A command the Ctrl-C cut short is not a failure of its own.
+        // A command the Ctrl-C cut short is not a failure of its own. The
+        // signal may reach the command before the runtime notes it here.
+        #[cfg(unix)]
+        {
+            use std::os::unix::process::ExitStatusExt as _;
+            if out.status.signal() == Some(rustix::process::Signal::INT.as_raw()) {
+                INTERRUPTED.store(true, Ordering::SeqCst);
+            }
+        }
         not_interrupted()?;
         Ok((
             out.status.code(),

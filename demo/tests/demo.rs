@@ -334,7 +334,7 @@ fn ctrl_c_stops_the_daemons_and_keeps_the_folder() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
-    assert!(err.contains("interrupted (Ctrl-C)"), "{err}");
+    assert!(err.contains("interrupted (Ctrl-C"), "{err}");
     assert!(err.contains("kept for a look"), "{err}");
     // No program of the demo is left running.
     let needle = dir.to_string_lossy().into_owned();
