@@ -14,7 +14,7 @@
 //!   and the stored links out of the parent, checked with
 //!   [`OverspendProof::verify`], stored, and the guilty card revoked.
 //!
-//! Each step is a lookup by primary key or by the `states_parent` index,
+//! Each step is a lookup by primary key or by the `states_note_parent` index,
 //! so clearing a note costs the same however many notes were cleared
 //! before. The proof, the only step that reads more than one row, reads
 //! the links out of one state, and only when that state is overspent.
@@ -118,7 +118,7 @@ pub fn clear_path(
         let value = parent.value.minor_units();
         if i + 1 == view.states.len() && parent.spent.saturating_add(s.value.minor_units()) > value
         {
-            if let Some(earlier) = redeposit(conn, issuer, &parent.id, link.unverified())? {
+            if let Some(earlier) = redeposit(conn, issuer, parent, link.unverified())? {
                 // Nothing is inserted: the value went to the same account
                 // before, so there is nothing to credit and nobody to name.
                 return Ok(Clearing {
@@ -222,14 +222,14 @@ pub fn clear_path(
 fn redeposit(
     conn: &Connection,
     issuer: &Issuer,
-    parent: &Digest,
+    parent: &StateRow,
     link: &mailer::note::Link,
 ) -> Result<Option<Digest>, IssuerError> {
     let issuer_key = issuer.public_key();
     if link.payee != issuer_key {
         return Ok(None);
     }
-    Ok(store::links_out_of(conn, parent)?
+    Ok(store::links_out_of(conn, &parent.note, &parent.id)?
         .into_iter()
         .find(|l| {
             let l = l.unverified();
@@ -246,7 +246,7 @@ fn overspent(
     depth: usize,
     now: Timestamp,
 ) -> Result<Option<PublicKey>, IssuerError> {
-    let mut out: Vec<_> = store::links_out_of(conn, &parent.id)?
+    let mut out: Vec<_> = store::links_out_of(conn, &parent.note, &parent.id)?
         .into_iter()
         .map(|l| (l.unverified().amount, l.id(), l))
         .collect();

@@ -501,14 +501,19 @@ pub fn link_of(
     .transpose()
 }
 
-/// Every link seen out of state `parent`.
+/// Every link seen out of state `parent` of note `note`.
 pub fn links_out_of(
     conn: &Connection,
+    note: &Digest,
     parent: &Digest,
 ) -> Result<Vec<Signed<mailer::note::Link>>, IssuerError> {
-    let mut stmt =
-        conn.prepare_cached("SELECT link FROM states WHERE parent = ?1 ORDER BY state_id")?;
-    let rows = stmt.query_map([parent.as_bytes().as_slice()], |r| r.get::<_, Vec<u8>>(0))?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT link FROM states WHERE note_id = ?1 AND parent = ?2 ORDER BY state_id",
+    )?;
+    let rows = stmt.query_map(
+        [note.as_bytes().as_slice(), parent.as_bytes().as_slice()],
+        |r| r.get::<_, Vec<u8>>(0),
+    )?;
     let mut out = Vec::new();
     for r in rows {
         out.push(decode_signed(&r?, "link")?);

@@ -136,6 +136,9 @@ pub fn verify_batch(items: &[(&PublicKey, &[u8], &Signature)]) -> Result<(), Sig
     let mut msgs = Vec::with_capacity(items.len());
     let mut sigs = Vec::with_capacity(items.len());
     for (k, m, s) in items {
+        if !canonical_r(s) {
+            return Err(SignatureError::Invalid(k.fingerprint()));
+        }
         keys.push(k.verifying_key()?);
         msgs.push(*m);
         sigs.push(ed25519_dalek::Signature::from_bytes(&s.0));
@@ -147,6 +150,24 @@ pub fn verify_batch(items: &[(&PublicKey, &[u8], &Signature)]) -> Result<(), Sig
                 .map_or(Fingerprint(PublicKey([0; 32])), |(k, _, _)| k.fingerprint()),
         )
     })
+}
+
+/// Whether the first half of `sig` (the point R) is in its one canonical
+/// encoding. [`PublicKey::verify`] compares R's encoding with the one it
+/// computes, so it refuses any other encoding; the batch equation decodes R
+/// and would take one (y at or above the field's prime, or x = 0 with the
+/// sign bit set). Refusing them here keeps the batch from accepting a
+/// signature that one-by-one verification refuses.
+fn canonical_r(sig: &Signature) -> bool {
+    let r = &sig.0[..32];
+    let sign = r[31] & 0x80 != 0;
+    let top = r[31] & 0x7f;
+    let middle_all = |b: u8| r[1..31].iter().all(|&x| x == b);
+    // p = 2^255 - 19: 0xed, 30 bytes of 0xff, 0x7f (little-endian).
+    let at_least_p = top == 0x7f && middle_all(0xff) && r[0] >= 0xed;
+    let y_is_one = top == 0 && middle_all(0) && r[0] == 1;
+    let y_is_minus_one = top == 0x7f && middle_all(0xff) && r[0] == 0xec;
+    !at_least_p && !(sign && (y_is_one || y_is_minus_one))
 }
 
 impl fmt::Debug for PublicKey {
@@ -315,6 +336,49 @@ mod tests {
         let mut bad = items.clone();
         bad[3].1 = b"tampered";
         assert!(verify_batch(&bad).is_err());
+    }
+
+    #[test]
+    fn batch_refuses_what_single_verification_refuses() {
+        use curve25519_dalek::scalar::Scalar;
+        use sha2::Sha512;
+        // A signature whose R is the identity written with the sign bit set
+        // (a non-canonical encoding), made by the key's owner: s = H(R, A, M) a.
+        let seed = [3u8; 32];
+        let key = SecretKey::from_seed(seed);
+        let public = key.public();
+        let msg = b"the same message";
+        let mut expanded = [0u8; 32];
+        expanded.copy_from_slice(&Sha512::digest(seed)[..32]);
+        expanded[0] &= 248;
+        expanded[31] &= 127;
+        expanded[31] |= 64;
+        let a = Scalar::from_bytes_mod_order(expanded);
+        let mut r = [0u8; 32];
+        r[0] = 1;
+        r[31] = 0x80;
+        let mut h = Sha512::new();
+        h.update(r);
+        h.update(public.as_bytes());
+        h.update(msg);
+        let k = Scalar::from_bytes_mod_order_wide(&h.finalize().into());
+        let mut sig = [0u8; 64];
+        sig[..32].copy_from_slice(&r);
+        sig[32..].copy_from_slice((k * a).as_bytes());
+        let sig = Signature(sig);
+        assert!(public.verify(msg, &sig).is_err());
+        assert!(verify_batch(&[(&public, msg.as_slice(), &sig)]).is_err());
+        // The same with the canonical encoding of the identity is good both ways.
+        let mut canonical = sig;
+        canonical.0[31] = 0;
+        let mut h = Sha512::new();
+        h.update(&canonical.0[..32]);
+        h.update(public.as_bytes());
+        h.update(msg);
+        let k = Scalar::from_bytes_mod_order_wide(&h.finalize().into());
+        canonical.0[32..].copy_from_slice((k * a).as_bytes());
+        public.verify(msg, &canonical).unwrap();
+        verify_batch(&[(&public, msg.as_slice(), &canonical)]).unwrap();
     }
 
     #[test]

@@ -136,10 +136,16 @@ impl Envelope {
         &self.signature
     }
 
+    /// The bytes the signature covers ([`signing_input`] of kind and body),
+    /// for batch verification ([`crate::crypto::verify_batch`]).
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        signing_input(&self.kind, &self.body)
+    }
+
     /// Checks the signature over the received bytes.
     pub fn verify(&self) -> Result<(), EnvelopeError> {
         self.signer
-            .verify(&signing_input(&self.kind, &self.body), &self.signature)
+            .verify(&self.signed_bytes(), &self.signature)
             .map_err(|source| EnvelopeError::Signature {
                 kind: self.kind.clone(),
                 source,

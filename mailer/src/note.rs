@@ -13,8 +13,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::crypto::{Challenge, Digest, Id, PublicKey, SecretKey};
-use crate::envelope::{Body, EnvelopeError, Signed};
+use crate::crypto::{verify_batch, Challenge, Digest, Id, PublicKey, SecretKey, Signature};
+use crate::envelope::{Body, Envelope, EnvelopeError, Signed};
 use crate::license::{LicenseBook, Revocations};
 use crate::limits::{MAX_CHAIN, MAX_CLOCK_SKEW_SECS};
 use crate::money::{Amount, Currency, Timestamp};
@@ -216,6 +216,18 @@ pub struct NotePolicy<'a> {
     pub accept_expired: bool,
 }
 
+/// How [`Note::verify_with`] treats the signatures of a note.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum SignatureCheck {
+    /// Verify each signature as the chain is walked (what
+    /// [`Note::verify`] does).
+    Each,
+    /// The caller has verified every signature of [`Note::signed`] at
+    /// once ([`verify_signatures`] returned true): every other check is
+    /// still made, in the same order.
+    Verified,
+}
+
 /// Why a payment could not be made from a note.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -322,8 +334,48 @@ impl Note {
 
     /// Verifies the note as a payee (or the issuer) must before accepting it.
     pub fn verify(&self, policy: &NotePolicy<'_>) -> Result<NoteView, NoteError> {
-        verify_note(self, policy)
+        verify_note(self, policy, SignatureCheck::Each)
     }
+
+    /// [`Note::verify`], with the signatures verified beforehand when
+    /// `signatures` says so. The checks and their order are the same, so a
+    /// note refused either way is refused for the same reason, except that
+    /// with [`SignatureCheck::Verified`] no signature check can fail.
+    pub fn verify_with(
+        &self,
+        policy: &NotePolicy<'_>,
+        signatures: SignatureCheck,
+    ) -> Result<NoteView, NoteError> {
+        verify_note(self, policy, signatures)
+    }
+
+    /// The envelopes whose signatures [`Note::verify`] checks: the issuance
+    /// and every link.
+    pub fn signed(&self) -> impl Iterator<Item = &Envelope> {
+        std::iter::once(self.issuance.envelope()).chain(self.links.iter().map(Signed::envelope))
+    }
+}
+
+/// Verifies every signature [`Note::verify`] would check in `notes` with one
+/// batch verification. True means all are good, and each note may be
+/// checked with [`SignatureCheck::Verified`]; false means at least one is
+/// not (or a key is not a usable key), and the notes must be checked with
+/// [`SignatureCheck::Each`] to learn which and why. Notes with more links
+/// than [`MAX_CHAIN`] are left out: [`Note::verify`] refuses them before
+/// any signature.
+pub fn verify_signatures(notes: &[Note]) -> bool {
+    let envelopes: Vec<&Envelope> = notes
+        .iter()
+        .filter(|n| n.links.len() <= MAX_CHAIN)
+        .flat_map(Note::signed)
+        .collect();
+    let inputs: Vec<Vec<u8>> = envelopes.iter().map(|e| e.signed_bytes()).collect();
+    let items: Vec<(&PublicKey, &[u8], &Signature)> = envelopes
+        .iter()
+        .zip(&inputs)
+        .map(|(e, m)| (e.signer(), m.as_slice(), e.signature()))
+        .collect();
+    items.is_empty() || verify_batch(&items).is_ok()
 }
 
 /// See [`Note::walk`]. Works on any prefix of a chain.
@@ -331,13 +383,26 @@ pub fn walk_chain(
     issuance: &Signed<Issuance>,
     links: &[Signed<Link>],
 ) -> Result<Vec<StateView>, NoteError> {
+    walk(issuance, links, SignatureCheck::Each)
+}
+
+/// [`walk_chain`], with the signatures checked or not (verified beforehand
+/// by the caller, see [`SignatureCheck`]).
+fn walk(
+    issuance: &Signed<Issuance>,
+    links: &[Signed<Link>],
+    signatures: SignatureCheck,
+) -> Result<Vec<StateView>, NoteError> {
     if links.len() > MAX_CHAIN {
         return Err(NoteError::ChainTooLong {
             len: links.len(),
             max: MAX_CHAIN,
         });
     }
-    let iss = issuance.verify().map_err(NoteError::IssuanceSignature)?;
+    let iss = match signatures {
+        SignatureCheck::Each => issuance.verify().map_err(NoteError::IssuanceSignature)?,
+        SignatureCheck::Verified => issuance.unverified(),
+    };
     if iss.value.is_zero() {
         return Err(NoteError::ZeroValue);
     }
@@ -356,9 +421,12 @@ pub fn walk_chain(
                 found: *link.signer(),
             });
         }
-        let l = link
-            .verify()
-            .map_err(|source| NoteError::LinkSignature { index, source })?;
+        let l = match signatures {
+            SignatureCheck::Each => link
+                .verify()
+                .map_err(|source| NoteError::LinkSignature { index, source })?,
+            SignatureCheck::Verified => link.unverified(),
+        };
         if l.parent != current.id {
             return Err(NoteError::BrokenChain { index });
         }
@@ -382,7 +450,11 @@ pub fn walk_chain(
     Ok(states)
 }
 
-fn verify_note(note: &Note, p: &NotePolicy<'_>) -> Result<NoteView, NoteError> {
+fn verify_note(
+    note: &Note,
+    p: &NotePolicy<'_>,
+    signatures: SignatureCheck,
+) -> Result<NoteView, NoteError> {
     // Cheap refusals first: an over-long chain or a foreign issuer costs no
     // signature verification.
     if note.links.len() > MAX_CHAIN {
@@ -397,7 +469,7 @@ fn verify_note(note: &Note, p: &NotePolicy<'_>) -> Result<NoteView, NoteError> {
             found: *note.issuance.signer(),
         });
     }
-    let states = walk_chain(&note.issuance, &note.links)?;
+    let states = walk(&note.issuance, &note.links, signatures)?;
     let iss = note.issuance.unverified();
     if iss.currency != p.currency {
         return Err(NoteError::WrongCurrency {

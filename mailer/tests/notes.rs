@@ -8,7 +8,10 @@ use mailer::envelope::{Envelope, Signed};
 use mailer::license::{LicenseBook, Revocation, RevocationList, RevocationReason, Revocations};
 use mailer::limits::MAX_CHAIN;
 use mailer::money::{Amount, Currency};
-use mailer::note::{Expect, Issuance, Link, Note, NoteError, NotePolicy, PayError};
+use mailer::note::{
+    verify_signatures, Expect, Issuance, Link, Note, NoteError, NotePolicy, PayError,
+    SignatureCheck,
+};
 use mailer::testkit::{card, challenge, pay, verify_paid, TestIssuer, NOW};
 
 struct World {
@@ -700,4 +703,61 @@ fn bundles_are_checked_as_a_whole() {
         })
     ));
     assert_eq!(verify_bundle(&[], &p, None), Err(BundleError::Empty));
+}
+
+#[test]
+fn batch_verified_signatures_give_the_same_answers() {
+    let mut w = world();
+    let mut notes = Vec::new();
+    for i in 0..6u8 {
+        let n = w.jpy.issue(500, &w.alice.keys());
+        let to_bob = pay(&n, &w.alice, &w.bob.keys(), 200, challenge(i));
+        notes.push(pay(&to_bob, &w.bob, &w.carol.keys(), 150, challenge(9)));
+    }
+    // A note that fails a check other than a signature: paid to bob.
+    let n = w.jpy.issue(500, &w.alice.keys());
+    notes.push(pay(&n, &w.alice, &w.bob.keys(), 100, challenge(9)));
+    assert!(verify_signatures(&notes));
+    let issuer = w.jpy.key.public();
+    let book = w.jpy.book();
+    let rev = Revocations::none();
+    let p = policy(
+        &w,
+        &issuer,
+        &book,
+        &rev,
+        Expect::Paid {
+            payee: w.carol.keys().payment,
+            challenge: challenge(9),
+        },
+    );
+    for n in &notes {
+        assert_eq!(
+            n.verify_with(&p, SignatureCheck::Verified),
+            n.verify(&p),
+            "{n:?}"
+        );
+    }
+    assert!(matches!(
+        notes[6].verify_with(&p, SignatureCheck::Verified),
+        Err(NoteError::WrongPayee { .. })
+    ));
+    // One damaged link signature among them: the batch says so, and
+    // one-by-one verification names the note and the link.
+    let e = notes[3].links[1].envelope();
+    let mut sig = *e.signature();
+    sig.0[5] ^= 1;
+    let env = Envelope::from_parts(e.kind().into(), e.body().to_vec(), *e.signer(), sig).unwrap();
+    notes[3].links[1] = Signed::from_envelope(env).unwrap();
+    assert!(!verify_signatures(&notes));
+    for (i, n) in notes.iter().enumerate() {
+        let r = n.verify_with(&p, SignatureCheck::Each);
+        assert_eq!(r, n.verify(&p));
+        match i {
+            3 => assert!(matches!(r, Err(NoteError::LinkSignature { index: 1, .. }))),
+            6 => assert!(matches!(r, Err(NoteError::WrongPayee { .. }))),
+            _ => assert!(r.is_ok(), "{r:?}"),
+        }
+    }
+    assert!(verify_signatures(&[]));
 }

@@ -451,3 +451,61 @@ fn a_request_without_a_return_address_is_decided_but_not_answered() {
     assert_eq!(w.balance("alice"), Amount::new(9_900));
     w.audit_ok();
 }
+
+/// `note` with one bit of its last link's signature (or, with
+/// `issuance`, its issuance's) flipped: still a well-formed signature,
+/// which only the verification equation refuses.
+fn flip_signature_bit(note: &mailer::note::Note, issuance: bool) -> mailer::note::Note {
+    let e = if issuance {
+        note.issuance.envelope()
+    } else {
+        note.links.last().unwrap().envelope()
+    };
+    let mut sig = *e.signature();
+    sig.0[40] ^= 1;
+    let env = Envelope::from_parts(e.kind().into(), e.body().to_vec(), *e.signer(), sig).unwrap();
+    let mut note = note.clone();
+    if issuance {
+        note.issuance = Signed::from_envelope(env).unwrap();
+    } else {
+        *note.links.last_mut().unwrap() = Signed::from_envelope(env).unwrap();
+    }
+    note
+}
+
+#[test]
+fn one_bad_signature_among_many_notes_refuses_that_note_only() {
+    let (mut w, alice) = setup();
+    for (bad_at, issuance, reason) in [
+        (13, false, "signature of link 0 does not verify"),
+        (0, true, "issuer's signature on the note does not verify"),
+    ] {
+        let mut deps = Vec::new();
+        for _ in 0..20 {
+            let note = w.withdraw(&alice, 1).remove(0);
+            deps.push(w.deposit_link(&note, &alice.card, &alice, 1));
+        }
+        deps[bad_at] = flip_signature_bit(&deps[bad_at], issuance);
+        let before = w.balance("alice");
+        let receipt = w.deposit(&alice, deps.clone(), vec![]);
+        assert_eq!(receipt.credited, Amount::new(19));
+        assert_eq!(
+            w.balance("alice"),
+            before.checked_add(Amount::new(19)).unwrap()
+        );
+        for (i, r) in receipt.results.iter().enumerate() {
+            assert_eq!(r.note, deps[i].id());
+            if i == bad_at {
+                let DepositOutcome::Refused { code, reason: why } = &r.result else {
+                    panic!("note {i}: {:?}", r.result);
+                };
+                assert_eq!(*code, ErrorCode::BadNote);
+                assert!(why.starts_with(reason), "{why}");
+                assert!(why.ends_with("this note was not credited"), "{why}");
+            } else {
+                assert_eq!(r.result, DepositOutcome::Credited, "note {i}");
+            }
+        }
+        w.audit_ok();
+    }
+}
