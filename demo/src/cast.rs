@@ -49,7 +49,7 @@ fn watch_for_stop_signals(rt: &tokio::runtime::Runtime) -> Result<()> {
 }
 
 /// An error if the user pressed Ctrl-C (or the demo was sent SIGTERM).
-fn not_interrupted() -> Result<()> {
+pub fn not_interrupted() -> Result<()> {
     if INTERRUPTED.load(Ordering::SeqCst) {
         bail!("interrupted (Ctrl-C or SIGTERM)");
     }
@@ -345,6 +345,18 @@ impl Party {
             .with_context(|| format!("`{}` printed no JSON: {out}", self.shown(stage, &a)))
     }
 
+    /// Starts the program with `args`, its stdout and stderr piped to the
+    /// caller (who reads them as they come), not recorded: the benchmark's
+    /// thousands of commands.
+    pub fn start_piped(&self, stage: &Stage, args: &[&str]) -> Result<Child> {
+        not_interrupted()?;
+        self.command(stage, args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot run {}", self.program.name()))
+    }
+
     /// Starts the program's daemon (`run`), its log in `logs/ROLE.log`.
     pub fn spawn(&self, stage: &Stage, args: &[&str]) -> Result<Daemon> {
         let logs = stage.dir.join("logs");
@@ -398,6 +410,11 @@ impl Daemon {
             );
         }
         Ok(())
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// SIGTERM, and SIGKILL if it has not stopped after five seconds.

@@ -3,6 +3,7 @@
 //! process of its own, all in one folder; the demo runs them as a user
 //! would and says what happens. Exits non-zero if any step fails.
 
+mod bench;
 mod bins;
 mod cast;
 mod story;
@@ -11,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context as _, Result};
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use testmail::harness::ServerKind;
 
 use crate::bins::Bins;
@@ -48,29 +49,55 @@ enum Server {
   demo --keep /tmp/emoney                        # keep the mail, databases and logs
   demo --json > outcome.json                     # the outcome for scripts; narration on stderr
   eval \"$(testmail/real-server.sh env)\" && demo --server real   # on Postfix + Dovecot
+  cargo run --release -p demo -- bench           # exchanges end to end, with figures
 
 Every command the demo runs is written to commands.sh in its folder."
 )]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Which mail server to run on.
-    #[arg(long, value_enum, default_value = "embedded")]
+    #[arg(long, value_enum, default_value = "embedded", global = true)]
     server: Server,
     /// Keep everything in DIR (a new or empty folder) and print how to use
     /// the programs on it afterwards.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", global = true)]
     keep: Option<PathBuf>,
     /// The folder holding the issuer, agent and wallet programs (default:
     /// beside the demo's own executable).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", global = true)]
     bin_dir: Option<PathBuf>,
     /// Do not build the programs first (the demo runs `cargo build` when
     /// it was started by `cargo run`).
-    #[arg(long)]
+    #[arg(long, global = true)]
     no_build: bool,
     /// Print the outcome (balances, the exchange, the overspender, the
-    /// audits) as JSON on stdout; the narration goes to stderr.
-    #[arg(long)]
+    /// audits; or the bench's figures) as JSON on stdout; the narration
+    /// goes to stderr.
+    #[arg(long, global = true)]
     json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Exchanges end to end through the mail server, timed, against the
+    /// server's own capacity measured in the same run.
+    #[command(
+        long_about = "Exchanges end to end through the mail server, timed.\n\n\
+            Sets up the same cast as the demo (two issuers and the agent, each a daemon) \
+            with W wallets, then measures: one mail's delivery from SMTP to IMAP; the \
+            agent's handling latency with IMAP IDLE and with polling; N exchanges by W \
+            wallets at once (exchanges per second, each phase's p50 and p95 as the \
+            wallets see them, mails per exchange); the mail server's raw capacity with \
+            plain SMTP and IMAP clients and the same mails; and the daemons' memory \
+            through the run. Every exchange must end done and both audits stay green, \
+            or the bench fails (exit 1). docs/performance.md explains the figures.",
+        after_help = "Examples:
+  cargo run --release -p demo -- bench
+  demo bench --exchanges 1000 --wallets 8
+  demo bench --server real --json > e2e.json     # on Postfix + Dovecot"
+    )]
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -161,7 +188,10 @@ fn run(cli: &Cli, say: &Say) -> Result<()> {
             stage.server.imap_addr()
         ),
     });
-    let told = story::tell(&stage, say);
+    let told = match &cli.command {
+        None => story::tell(&stage, say),
+        Some(Command::Bench(args)) => bench::run(&stage, say, args),
+    };
     let outcome = match told {
         Ok(o) => o,
         Err(e) => {
@@ -181,6 +211,19 @@ fn run(cli: &Cli, say: &Say) -> Result<()> {
         "\nEvery step did what it should, in {:.1} s.",
         say.elapsed().as_secs_f64()
     ));
+    if cli.command.is_some() {
+        if let Folder::Kept(dir) = &folder {
+            stage.write_env()?;
+            say.plain(&format!(
+                "Kept in {}: mail/, every program's home, logs/, commands.sh.",
+                dir.display()
+            ));
+        }
+        if cli.json {
+            println!("{outcome:#}");
+        }
+        return Ok(());
+    }
     if let Folder::Kept(dir) = &folder {
         let env = stage.write_env()?;
         say.plain(&format!(

@@ -134,11 +134,11 @@ fn u64_of(v: &Value, field: &str) -> Result<u64> {
         .with_context(|| format!("no {field:?} in {v}"))
 }
 
-struct Issuer {
-    party: Party,
-    currency: &'static str,
-    key: String,
-    daemon: Daemon,
+pub struct Issuer {
+    pub party: Party,
+    pub currency: &'static str,
+    pub key: String,
+    pub daemon: Daemon,
 }
 
 impl Issuer {
@@ -166,7 +166,7 @@ impl Issuer {
 }
 
 /// A wallet's spendable money in `currency`, in minor units.
-fn spendable(stage: &Stage, w: &Party, currency: &str) -> Result<u64> {
+pub fn spendable(stage: &Stage, w: &Party, currency: &str) -> Result<u64> {
     let b = w.json(stage, &["balance"])?;
     Ok(b.as_array()
         .into_iter()
@@ -182,7 +182,7 @@ fn pending(stage: &Stage, w: &Party) -> Result<usize> {
 
 /// Every wallet in `wallets` syncs in turn until none has anything
 /// pending; the daemons must stay up meanwhile.
-fn settle(
+pub fn settle(
     stage: &Stage,
     wallets: &[&Party],
     daemons: &mut [&mut Daemon],
@@ -237,7 +237,7 @@ fn last_op(stage: &Stage, w: &Party, kind: &str) -> Result<Value> {
         .with_context(|| format!("{}'s history has no {kind}", w.role))
 }
 
-fn issuer(stage: &Stage, say: &Say, currency: &'static str) -> Result<Issuer> {
+pub fn issuer(stage: &Stage, say: &Say, currency: &'static str) -> Result<Issuer> {
     let party = stage.party(
         &format!("issuer-{}", currency.to_lowercase()),
         Program::Issuer,
@@ -297,7 +297,7 @@ fn open_account_at(stage: &Stage, party: &Party, issuer: &Issuer, credit: u64) -
 
 /// A wallet for `role`, with an account and a licensed card at each of
 /// `issuers` (the account credited with the amount beside it).
-fn wallet(stage: &Stage, role: &str, issuers: &[(&Issuer, u64)]) -> Result<Party> {
+pub fn wallet(stage: &Stage, role: &str, issuers: &[(&Issuer, u64)]) -> Result<Party> {
     let w = stage.party(role, Program::Wallet)?;
     init(stage, &w)?;
     for (i, credit) in issuers {
@@ -306,18 +306,18 @@ fn wallet(stage: &Stage, role: &str, issuers: &[(&Issuer, u64)]) -> Result<Party
     Ok(w)
 }
 
-struct Agent {
-    party: Party,
-    key: String,
-    daemon: Daemon,
+pub struct Agent {
+    pub party: Party,
+    pub key: String,
+    pub daemon: Daemon,
 }
 
 impl Agent {
-    fn status(&self, stage: &Stage) -> Result<Value> {
+    pub fn status(&self, stage: &Stage) -> Result<Value> {
         self.party.json(stage, &["status"])
     }
 
-    fn held(&self, stage: &Stage, currency: &str) -> Result<u64> {
+    pub fn held(&self, stage: &Stage, currency: &str) -> Result<u64> {
         Ok(self.status(stage)?["floats"]
             .as_array()
             .into_iter()
@@ -328,10 +328,36 @@ impl Agent {
     }
 }
 
-fn agent(stage: &Stage, say: &Say, jpy: &Issuer, usd: &Issuer) -> Result<Agent> {
+/// What the agent is given: paid in at each issuer, and withdrawn as its
+/// float, in major units.
+pub struct Float {
+    pub jpy_paid_in: u64,
+    pub usd_paid_in: u64,
+    pub jpy_float: u64,
+    pub usd_float: u64,
+}
+
+/// The demo's agent: enough for a few exchanges of a few thousand yen.
+const DEMO_FLOAT: Float = Float {
+    jpy_paid_in: 1_000_000,
+    usd_paid_in: 10_000,
+    jpy_float: 100_000,
+    usd_float: 1_000,
+};
+
+/// The agent `fx`, with accounts at both issuers and `float` on its cards,
+/// its daemon run with `run_flags` (after `run`).
+pub fn agent(
+    stage: &Stage,
+    say: &Say,
+    jpy: &Issuer,
+    usd: &Issuer,
+    float: &Float,
+    run_flags: &[&str],
+) -> Result<Agent> {
     let party = stage.party("fx", Program::Agent)?;
     let key = init(stage, &party)?.trim().to_string();
-    for (i, credit) in [(jpy, 1_000_000), (usd, 10_000)] {
+    for (i, credit) in [(jpy, float.jpy_paid_in), (usd, float.usd_paid_in)] {
         open_account_at(stage, &party, i, credit)?;
     }
     party.run(
@@ -340,12 +366,16 @@ fn agent(stage: &Stage, say: &Say, jpy: &Issuer, usd: &Issuer) -> Result<Agent> 
             "rates", "set", "JPY", "USD", "--mid", MID, "--spread", SPREAD,
         ],
     )?;
-    let daemon = party.spawn(stage, &["run", "--poll-ms", "100", "--tick-ms", "500"])?;
+    let mut run = vec!["run"];
+    run.extend_from_slice(run_flags);
+    let daemon = party.spawn(stage, &run)?;
     let mut agent = Agent { party, key, daemon };
     say.line(&format!(
-        "The exchange agent ({}) has key {}. The operator opens accounts for it at both issuers (1,000,000 JPY and 10,000 USD paid in at the counter), makes a card per currency, and sets its price: {MID} USD per JPY, less a {SPREAD} spread.",
+        "The exchange agent ({}) has key {}. The operator opens accounts for it at both issuers ({} and {} paid in at the counter), makes a card per currency, and sets its price: {MID} USD per JPY, less a {SPREAD} spread.",
         agent.party.address(),
-        short(&agent.key)
+        short(&agent.key),
+        money(float.jpy_paid_in, "JPY"),
+        money(float.usd_paid_in * 100, "USD").replace(".00", ""),
     ));
     wait_until("the agent's licenses and accounts", STEP_SECS, || {
         agent.daemon.check()?;
@@ -356,19 +386,21 @@ fn agent(stage: &Stage, say: &Say, jpy: &Issuer, usd: &Issuer) -> Result<Agent> 
                 f["card"] == "active" && f["account"].as_str().is_some_and(|a| a.contains(' '))
             }))
     })?;
-    agent
-        .party
-        .run(stage, &["float", "withdraw", "100000", "JPY"])?;
-    agent
-        .party
-        .run(stage, &["float", "withdraw", "1000", "USD"])?;
+    for (amount, currency) in [(float.jpy_float, "JPY"), (float.usd_float, "USD")] {
+        agent
+            .party
+            .run(stage, &["float", "withdraw", &amount.to_string(), currency])?;
+    }
     wait_until("the agent's float", STEP_SECS, || {
         agent.daemon.check()?;
-        Ok(agent.held(stage, "JPY")? == 100_000 && agent.held(stage, "USD")? == 100_000)
+        Ok(agent.held(stage, "JPY")? == float.jpy_float
+            && agent.held(stage, "USD")? == float.usd_float * 100)
     })?;
-    say.line(
-        "Its licenses came back by mail; it withdrew a float of 100,000 JPY and 1,000 USD onto its cards, and its daemon now answers exchange requests.",
-    );
+    say.line(&format!(
+        "Its licenses came back by mail; it withdrew a float of {} and {} onto its cards, and its daemon now answers exchange requests.",
+        money(float.jpy_float, "JPY"),
+        money(float.usd_float * 100, "USD").replace(".00", ""),
+    ));
     Ok(agent)
 }
 
@@ -383,7 +415,14 @@ pub fn tell(stage: &Stage, say: &Say) -> Result<Value> {
     let mut usd = issuer(stage, say, "USD")?;
 
     say.step("Accounts and licenses");
-    let mut agent = agent(stage, say, &jpy, &usd)?;
+    let mut agent = agent(
+        stage,
+        say,
+        &jpy,
+        &usd,
+        &DEMO_FLOAT,
+        &["--poll-ms", "100", "--tick-ms", "500"],
+    )?;
     let alice = wallet(stage, "alice", &[(&jpy, 20_000), (&usd, 0)])?;
     let bob = wallet(stage, "bob", &[(&jpy, 0)])?;
     settle(

@@ -346,3 +346,53 @@ fn ctrl_c_stops_the_daemons_and_keeps_the_folder() {
         .collect();
     assert!(left.is_empty(), "{} processes left", left.len());
 }
+
+#[test]
+fn the_bench_runs_exchanges_end_to_end_and_reports_figures() {
+    let server = match TestServer::kind_from_env().unwrap() {
+        ServerKind::Embedded => "embedded",
+        ServerKind::Real => "real",
+    };
+    let bins = bin_dir();
+    let out = demo(&[
+        "bench",
+        "--server",
+        server,
+        "--bin-dir",
+        bins.to_str().unwrap(),
+        "--no-build",
+        "--exchanges",
+        "6",
+        "--wallets",
+        "2",
+        "--probes",
+        "2",
+        "--json",
+    ]);
+    let r = json_of(&out, "demo bench");
+    assert_eq!(r["exchanges"], 6, "{r:#}");
+    // Quote request, offer, acceptance, signed offer, 1st payment with the
+    // 2nd-payment request, 2nd payment: counted in the mailboxes.
+    assert_eq!(r["mails_per_exchange"].as_f64(), Some(6.0), "{r:#}");
+    let phases = r["phases"].as_array().unwrap();
+    assert_eq!(phases.len(), 4);
+    for p in phases {
+        assert_eq!(p["latency"]["n"], 6, "{p}");
+        let (p50, p95) = (
+            p["latency"]["p50_ms"].as_f64().unwrap(),
+            p["latency"]["p95_ms"].as_f64().unwrap(),
+        );
+        assert!(p50 > 0.0 && p95 >= p50, "{p}");
+    }
+    let modes = r["agent_modes"].as_array().unwrap();
+    assert_eq!(modes.len(), 3);
+    for m in modes {
+        assert_eq!(m["round_trip"]["n"], 2, "{m}");
+    }
+    assert!(r["raw"]["mails_per_s"].as_f64().unwrap() > 0.0, "{r:#}");
+    assert!(r["ratio"].as_f64().unwrap() > 0.0, "{r:#}");
+    for p in r["peak"].as_array().unwrap() {
+        assert!(p["vmhwm_kib"].as_u64().unwrap() > 1024, "{p}");
+    }
+    assert!(!r["memory"].as_array().unwrap().is_empty(), "{r:#}");
+}

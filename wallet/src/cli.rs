@@ -132,9 +132,9 @@ enum Command {
         /// With --wait: give up after this many seconds (exit code 4).
         #[arg(long, default_value_t = 300, value_name = "S")]
         timeout: u64,
-        /// With --wait: seconds between passes.
-        #[arg(long, default_value_t = 2, value_name = "S")]
-        poll: u64,
+        /// With --wait: seconds between passes (fractions allowed: 0.2).
+        #[arg(long, default_value = "2", value_name = "S", value_parser = seconds)]
+        poll: Duration,
         #[arg(long)]
         json: bool,
     },
@@ -261,9 +261,9 @@ struct NewExchange {
     /// goes on with `wallet sync`.
     #[arg(long, default_value_t = 300, value_name = "S")]
     timeout: u64,
-    /// Seconds between passes while waiting.
-    #[arg(long, default_value_t = 2, value_name = "S")]
-    poll: u64,
+    /// Seconds between passes while waiting (fractions allowed: 0.2).
+    #[arg(long, default_value = "2", value_name = "S", value_parser = seconds)]
+    poll: Duration,
 }
 
 #[derive(Debug, Subcommand)]
@@ -659,7 +659,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             let opts = SyncOptions {
                 wait: *wait,
                 timeout: Duration::from_secs(*timeout),
-                poll: Duration::from_secs((*poll).max(1)),
+                poll: *poll,
             };
             let r = do_sync(&mut ctx, opts, *json)?;
             if *json {
@@ -872,12 +872,7 @@ fn new_exchange(cli: &Cli, n: &NewExchange, now: mailer::money::Timestamp) -> Re
     }
     wallet::crash_point("command:committed");
     eprintln!("Asked {agent} for an offer of {asked} (exchange #{id}); waiting for it.");
-    see_through(
-        &mut ctx,
-        id,
-        Duration::from_secs(n.timeout),
-        Duration::from_secs(n.poll.max(1)),
-    )
+    see_through(&mut ctx, id, Duration::from_secs(n.timeout), n.poll)
 }
 
 /// Syncs until exchange `id` ends, asking the user about its offer when
@@ -947,6 +942,20 @@ fn see_through(ctx: &mut Ctx, id: i64, timeout: Duration, poll: Duration) -> Res
             return Ok(ExitCode::from(4));
         }
     }
+}
+
+/// A `--poll` interval: seconds, fractions allowed (`2`, `0.2`), at
+/// least 10 ms so that waiting never spins on the mail server.
+fn seconds(text: &str) -> Result<Duration, String> {
+    let s: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds (such as 2 or 0.2)"))?;
+    if !(0.01..=3600.0).contains(&s) {
+        return Err(format!(
+            "{text} s is out of range: give between 0.01 and 3600 seconds"
+        ));
+    }
+    Ok(Duration::from_secs_f64(s))
 }
 
 /// How to name an exchange to the user: its TrID, or `#N` before it has one.

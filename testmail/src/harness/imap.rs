@@ -71,6 +71,17 @@ pub(crate) async fn examine(
     }
 }
 
+/// `folder`'s UIDNEXT, from EXAMINE.
+pub(crate) async fn uid_next(session: &mut Session, folder: &str) -> Result<u32, HarnessError> {
+    let what = format!("EXAMINE {folder}");
+    session
+        .examine(folder)
+        .await
+        .map_err(|e| HarnessError::imap(what.clone(), e))?
+        .uid_next
+        .ok_or_else(|| HarnessError::Unexpected(format!("{what}: no UIDNEXT in the answer")))
+}
+
 /// The raw bytes of every message of the selected folder, in UID order.
 pub(crate) async fn fetch_all(session: &mut Session) -> Result<Vec<Vec<u8>>, HarnessError> {
     let what = "UID FETCH 1:* BODY.PEEK[]";
@@ -109,6 +120,25 @@ pub(crate) async fn messages(
                 .await
                 .map_err(|e| HarnessError::imap("NOOP after FETCH", e))?;
             Ok(messages)
+        }
+    }
+}
+
+/// The size (RFC822.SIZE) of every message in `folder` (none if it does
+/// not exist).
+pub(crate) async fn sizes(session: &mut Session, folder: &str) -> Result<Vec<u32>, HarnessError> {
+    match examine(session, folder).await? {
+        None | Some((0, _)) => Ok(Vec::new()),
+        Some(_) => {
+            let what = "UID FETCH 1:* RFC822.SIZE";
+            let fetches: Vec<_> = session
+                .uid_fetch("1:*", "(UID RFC822.SIZE)")
+                .await
+                .map_err(|e| HarnessError::imap(what, e))?
+                .try_collect()
+                .await
+                .map_err(|e| HarnessError::imap(what, e))?;
+            Ok(fetches.iter().filter_map(|f| f.size).collect())
         }
     }
 }
@@ -174,7 +204,7 @@ pub(crate) async fn empty_account(session: &mut Session) -> Result<(), HarnessEr
 }
 
 /// Every folder name, with whether it can be selected.
-async fn list(session: &mut Session) -> Result<Vec<(String, bool)>, HarnessError> {
+pub(crate) async fn list(session: &mut Session) -> Result<Vec<(String, bool)>, HarnessError> {
     let names: Vec<_> = session
         .list(Some(""), Some("*"))
         .await

@@ -31,6 +31,7 @@
 //!   runs doveadm and edits the Maildir), and so do the pool's claim files
 //!   if the real servers were started by root.
 
+mod capacity;
 mod error;
 mod imap;
 mod proxy;
@@ -51,6 +52,7 @@ use std::{
 use lettre::{address::Envelope, AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use tempfile::TempDir;
 
+pub use capacity::{filler_mail, Capacity, InboxWatch};
 pub use error::HarnessError;
 
 /// The binary `name` of the workspace package of the same name, built
