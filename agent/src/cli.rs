@@ -141,7 +141,9 @@ enum Command {
         json: bool,
     },
     /// The daemon: answer every request, keep the float, until SIGTERM.
-    #[command(after_help = "Example:\n  AGENT_HOME=./agent agent run")]
+    #[command(
+        after_help = "Examples:\n  AGENT_HOME=./agent agent run\n  agent run --idle              # IMAP IDLE instead of polling every 250 ms"
+    )]
     Run(RunArgs),
 }
 
@@ -246,12 +248,16 @@ struct AmountArgs {
 
 #[derive(Debug, Args)]
 struct RunArgs {
-    /// How often to look for new mail when not idling, in milliseconds.
-    #[arg(long, value_name = "N", default_value_t = 5_000)]
+    /// How often to look for new mail, in milliseconds: one NOOP and one
+    /// UID SEARCH on the open connection each time.
+    #[arg(long, value_name = "N", default_value_t = 250)]
     poll_ms: u64,
-    /// Poll even if the server offers IMAP IDLE.
+    /// Wait for mail with IMAP IDLE when the server offers it, instead of
+    /// polling: no traffic while nothing comes, but Dovecot tells of new
+    /// mail 0.5 s late, so each request waits longer (see
+    /// docs/performance.md). Right for providers that frown on polling.
     #[arg(long)]
-    no_idle: bool,
+    idle: bool,
     /// How often to do the periodic work (deadlines, recharge, resends).
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     tick_ms: u64,
@@ -627,7 +633,7 @@ fn serve(cli: &Cli, r: &RunArgs) -> Result<()> {
         let password = mail.password()?;
         let (a, conn) = home.open(cli.passphrase.as_deref())?;
         let mut imap = mail.imap(&password);
-        imap.use_idle = !r.no_idle;
+        imap.use_idle = r.idle;
         imap.poll_interval = Duration::from_millis(r.poll_ms.max(10));
         let smtp = SmtpClient::new(&mail.smtp(&password)).context("could not set up SMTP")?;
         let clock = if r.clock_offset == 0 {

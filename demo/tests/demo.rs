@@ -385,7 +385,7 @@ fn the_bench_runs_exchanges_end_to_end_and_reports_figures() {
         assert!(p50 > 0.0 && p95 >= p50, "{p}");
     }
     let modes = r["agent_modes"].as_array().unwrap();
-    assert_eq!(modes.len(), 3);
+    assert_eq!(modes.len(), 4);
     for m in modes {
         assert_eq!(m["round_trip"]["n"], 2, "{m}");
     }
