@@ -310,15 +310,31 @@ pub fn run(stage: &Stage, say: &Say, args: &BenchArgs) -> Result<Value> {
     ));
     let mut jpy = story::issuer(stage, say, "JPY")?;
     let mut usd = story::issuer(stage, say, "USD")?;
-    // A2 is under 1 USD for each 100 JPY at the demo's price.
-    let usd_float = (exchanges as u64 * args.amount).div_ceil(100) + 10;
+    // A2 is under 1 USD for each 100 JPY at the demo's price. The agent
+    // starts with a fifth of the USD it will pay and keeps its float
+    // between limits as it would in service: it withdraws USD and
+    // deposits the yen it takes, so the issuers clear notes through the
+    // run too.
+    let usd_needed = (exchanges as u64 * args.amount).div_ceil(100) + 10;
     let float = Float {
         jpy_paid_in: 1_000_000,
-        usd_paid_in: usd_float + 1_000,
+        usd_paid_in: usd_needed + 1_000,
         jpy_float: 100_000,
-        usd_float,
+        usd_float: usd_needed / 5 + 10,
     };
-    let mut agent = story::agent(stage, say, &jpy, &usd, &float, &[])?;
+    let mut agent = story::agent(stage, say, &jpy, &usd, &float, &["--tick-ms", "1000"])?;
+    let usd_low = (usd_needed / 10 + 5).to_string();
+    let usd_high = (usd_needed / 2 + 20).to_string();
+    let jpy_high = (100_000 + exchanges as u64 * args.amount / 5).to_string();
+    for (currency, low, high) in [
+        ("USD", usd_low.as_str(), usd_high.as_str()),
+        ("JPY", "10000", jpy_high.as_str()),
+    ] {
+        agent.party.run(
+            stage,
+            &["float", "limits", currency, "--low", low, "--high", high],
+        )?;
+    }
     let per_wallet_jpy = per_wallet as u64 * args.amount;
     let mut wallets = Vec::with_capacity(args.wallets);
     for i in 1..=args.wallets {
@@ -380,7 +396,7 @@ pub fn run(stage: &Stage, say: &Say, args: &BenchArgs) -> Result<Value> {
     let mut modes = Vec::new();
     let d50 = quantile_ms(&delivery, 0.5);
     for (name, flags, period) in MODES {
-        restart_agent(stage, &mut agent, flags)?;
+        restart_agent(stage, &mut agent, &[flags, &["--tick-ms", "1000"]].concat())?;
         let rt = probe_round_trips(stage, &probe, &mut agent, args.amount, args.probes, period)?;
         let (r50, r95) = (quantile_ms(&rt, 0.5), quantile_ms(&rt, 0.95));
         say.line(&format!(
@@ -396,7 +412,7 @@ pub fn run(stage: &Stage, say: &Say, args: &BenchArgs) -> Result<Value> {
             "agent_estimate_p95_ms": r95 - d50,
         }));
     }
-    restart_agent(stage, &mut agent, &[])?;
+    restart_agent(stage, &mut agent, &["--tick-ms", "1000"])?;
 
     say.step(&format!(
         "{exchanges} exchanges of {} JPY by {} wallets at once",

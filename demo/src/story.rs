@@ -386,10 +386,18 @@ pub fn agent(
                 f["card"] == "active" && f["account"].as_str().is_some_and(|a| a.contains(' '))
             }))
     })?;
-    for (amount, currency) in [(float.jpy_float, "JPY"), (float.usd_float, "USD")] {
-        agent
-            .party
-            .run(stage, &["float", "withdraw", &amount.to_string(), currency])?;
+    // One withdrawal carries at most 64 notes (6,400 USD, 640,000 JPY).
+    for (mut left, currency, most) in [
+        (float.jpy_float, "JPY", 500_000),
+        (float.usd_float, "USD", 5_000),
+    ] {
+        while left > 0 {
+            let amount = left.min(most);
+            agent
+                .party
+                .run(stage, &["float", "withdraw", &amount.to_string(), currency])?;
+            left -= amount;
+        }
     }
     wait_until("the agent's float", STEP_SECS, || {
         agent.daemon.check()?;
