@@ -668,3 +668,57 @@ async fn polling_and_copy_expunge_fallbacks_work_too() {
     }
     rig.assert_exactly_once(4, 4).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_sends_with_one_permanent_failure() {
+    let rig = Rig::new("concurrent").await;
+    let db = open_db(&rig.dir.path().join("sender.db"));
+    const N: u32 = 12;
+    for i in 0..N {
+        // Mail 5 goes to a recipient the server does not know (550).
+        let to = if i == 5 {
+            "nobody-here@example.test"
+        } else {
+            rig.account.address.as_str()
+        };
+        outbox::enqueue(
+            &db,
+            &mail("sender@example.test", to, i, &rig.salt),
+            clock::now(),
+        )
+        .unwrap();
+    }
+    let smtp = rig.smtp(rig.server.smtp_addr());
+    let policy = SenderPolicy {
+        concurrency: 8,
+        ..SenderPolicy::default()
+    };
+    let now = clock::now();
+    let r = drain_once(&db, &smtp, &policy, now).await.unwrap();
+    assert_eq!((r.sent, r.retrying, r.failed), (N as usize - 1, 0, 1));
+    let rows = outbox::list(&db).unwrap();
+    assert!(rows.iter().all(|r| r.attempts == 1), "{rows:?}");
+    let failed: Vec<_> = rows.iter().filter(|r| r.state == "failed").collect();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].recipient, "nobody-here@example.test");
+    assert!(failed[0]
+        .last_error
+        .as_deref()
+        .unwrap_or("")
+        .contains("550"));
+    // Nothing is due again, ever.
+    let far = now.saturating_add_secs(86_400);
+    assert_eq!(
+        drain_once(&db, &smtp, &policy, far).await.unwrap(),
+        Default::default()
+    );
+    let got = rig
+        .server
+        .wait_for(&rig.account, "INBOX", N as usize - 1, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(got.len(), N as usize - 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let inbox = rig.server.messages(&rig.account, "INBOX").await.unwrap();
+    assert_eq!(inbox.len(), N as usize - 1, "each delivered exactly once");
+}
