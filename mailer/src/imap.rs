@@ -1,19 +1,24 @@
 //! Watching an IMAP mailbox, handing each mail to a handler exactly once.
 //!
 //! The watcher knows mailboxes, UIDs and flags; it knows nothing of money.
-//! For each mail in the watched mailbox it:
+//! It takes the mails in the watched mailbox a batch at a time (at most
+//! 64 mails and a few MiB of bodies) and:
 //!
-//! 1. fetches the size, then the raw bytes (BODY.PEEK, so nothing changes on
-//!    the server while we decide);
-//! 2. opens a transaction on the caller's database, and unless the mail's
-//!    key ([`crate::inbox::mail_key`]) is already recorded there, calls the
-//!    handler with the raw bytes and that transaction, records the outcome,
-//!    and commits;
-//! 3. only then moves the mail to the `Processed` or `Rejected` folder
-//!    (UID MOVE, or COPY + \Deleted + EXPUNGE where MOVE is missing).
+//! 1. fetches their sizes with one command, then the raw bytes of those
+//!    under the limit with another (BODY.PEEK, so nothing changes on the
+//!    server while we decide);
+//! 2. opens ONE transaction on the caller's database and, for each mail
+//!    whose key ([`crate::inbox::mail_key`]) is not already recorded
+//!    there, calls the handler with the raw bytes and that transaction
+//!    inside a savepoint of its own (a handler's failure rolls back only
+//!    that mail's work, which is tried again later), records the outcome,
+//!    stores the IMAP position, and commits once;
+//! 3. only then moves the mails to the `Processed` or `Rejected` folder,
+//!    one command per folder (UID MOVE, or COPY + \Deleted + EXPUNGE where
+//!    MOVE is missing).
 //!
-//! A crash between 2 and 3 leaves the mail in the mailbox; the next pass
-//! finds its key recorded and just moves it. Nothing is ever deleted
+//! A crash between 2 and 3 leaves the mails in the mailbox; the next pass
+//! finds their keys recorded and just moves them. Nothing is ever deleted
 //! without being copied, and a mail whose handling keeps failing for a
 //! passing reason is rejected after a bounded number of tries.
 //!
@@ -21,7 +26,7 @@
 //! before the server's timeout) and polls otherwise, and reconnects with
 //! jittered backoff after any error.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::future::Future;
 use std::io;
@@ -188,6 +193,8 @@ pub enum WatchError {
     NoStarttls,
     #[error("database: {0}")]
     Db(#[from] rusqlite::Error),
+    #[error("the database rolled back a whole batch after a handler failed ({0})")]
+    BatchLost(String),
 }
 
 impl WatchError {
@@ -663,7 +670,7 @@ impl<H: MailHandler> Watcher<H> {
         self.pass(session, caps).await
     }
 
-    /// Handles every mail now in the mailbox.
+    /// Handles every mail now in the mailbox, a batch at a time.
     async fn pass(&mut self, session: &mut Session, caps: Caps) -> Result<PassReport, WatchError> {
         let t = self.cfg.timeout;
         // Announcements so far are covered by the search below.
@@ -676,54 +683,37 @@ impl<H: MailHandler> Watcher<H> {
         let mut uids: Vec<u32> = uids.into_iter().collect();
         uids.sort_unstable();
         let now = Instant::now();
-        self.retry_after.retain(|uid, _| uids.contains(uid));
+        self.retry_after
+            .retain(|uid, _| uids.binary_search(uid).is_ok());
+        let mut todo = Vec::with_capacity(uids.len());
         for uid in uids {
             if self.retry_after.get(&uid).is_some_and(|t| *t > now) {
                 report.deferred += 1;
                 self.total.deferred += 1;
-                continue;
-            }
-            let size = fetch_one(session, t, uid, "(UID RFC822.SIZE)", |f| f.size).await?;
-            let Some(size) = size else {
-                continue; // gone meanwhile (another client moved it)
-            };
-            let raw: Vec<u8> = if size as usize > MAX_MAIL_BYTES {
-                Vec::new()
             } else {
-                let body = fetch_one(session, t, uid, "(UID BODY.PEEK[])", |f| {
-                    f.body().map(<[u8]>::to_vec)
-                })
-                .await?;
-                match body {
-                    Some(b) => b,
-                    None => continue,
+                todo.push(uid);
+            }
+        }
+        for chunk in todo.chunks(BATCH_MAILS) {
+            let sizes = fetch_sizes(session, t, chunk).await?;
+            // Batches of at most BATCH_BYTES of bodies (a bigger mail goes
+            // alone); a mail over the limit is rejected unread.
+            let mut start = 0;
+            while start < sizes.len() {
+                let mut end = start;
+                let mut bytes = 0usize;
+                while end < sizes.len() {
+                    let size = sizes[end].1 as usize;
+                    let fetched = if size > MAX_MAIL_BYTES { 0 } else { size };
+                    if end > start && bytes.saturating_add(fetched) > BATCH_BYTES {
+                        break;
+                    }
+                    bytes = bytes.saturating_add(fetched);
+                    end += 1;
                 }
-            };
-            let dest = match self.decide(uid, size, &raw)? {
-                Decision::Handled { folder, outcome } => {
-                    // Counted in the totals now: the handling is committed,
-                    // whatever happens to the rest of this pass.
-                    let one = PassReport {
-                        processed: usize::from(outcome == Outcome::Processed),
-                        rejected: usize::from(outcome == Outcome::Rejected),
-                        duplicates: usize::from(outcome == Outcome::Duplicate),
-                        deferred: 0,
-                    };
-                    report.add(&one);
-                    self.total.add(&one);
-                    folder
-                }
-                Decision::Later => {
-                    report.deferred += 1;
-                    self.total.deferred += 1;
-                    continue;
-                }
-            };
-            self.move_mail(session, caps, uid, &dest).await?;
-            let last = inbox::position(&self.db, &self.cfg.mailbox)?.map_or(0, |(_, l)| l);
-            if uid > last {
-                let v = inbox::position(&self.db, &self.cfg.mailbox)?.map_or(0, |(v, _)| v);
-                inbox::set_position(&self.db, &self.cfg.mailbox, v, uid)?;
+                let one = self.batch(session, caps, &sizes[start..end]).await?;
+                report.add(&one);
+                start = end;
             }
         }
         if report.handled() > 0 {
@@ -732,13 +722,63 @@ impl<H: MailHandler> Watcher<H> {
         Ok(report)
     }
 
-    /// The database half of handling one mail.
-    fn decide(&mut self, uid: u32, size: u32, raw: &[u8]) -> Result<Decision, WatchError> {
-        let key = if raw.is_empty() {
-            format!("size:{uid}:{size}")
-        } else {
-            inbox::mail_key(raw)
-        };
+    /// One batch: fetch the bodies, handle them all in one transaction,
+    /// then file them, one command per folder.
+    async fn batch(
+        &mut self,
+        session: &mut Session,
+        caps: Caps,
+        sizes: &[(u32, u32)],
+    ) -> Result<PassReport, WatchError> {
+        let wanted: Vec<u32> = sizes
+            .iter()
+            .filter(|(_, size)| *size as usize <= MAX_MAIL_BYTES)
+            .map(|(uid, _)| *uid)
+            .collect();
+        let mut bodies = fetch_bodies(session, self.cfg.timeout, &wanted).await?;
+        let mut mails = Vec::with_capacity(sizes.len());
+        for &(uid, size) in sizes {
+            let raw = if size as usize > MAX_MAIL_BYTES {
+                Vec::new()
+            } else {
+                match bodies.remove(&uid) {
+                    Some(b) => b,
+                    None => continue, // gone meanwhile (another client moved it)
+                }
+            };
+            mails.push(Fetched { uid, size, raw });
+        }
+        let decisions = self.decide(&mails)?;
+        let mut report = PassReport::default();
+        let mut moves: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+        for (uid, decision) in decisions {
+            match decision {
+                Decision::Handled { folder, outcome } => {
+                    report.processed += usize::from(outcome == Outcome::Processed);
+                    report.rejected += usize::from(outcome == Outcome::Rejected);
+                    report.duplicates += usize::from(outcome == Outcome::Duplicate);
+                    moves.entry(folder).or_default().push(uid);
+                }
+                Decision::Later => report.deferred += 1,
+            }
+        }
+        // Counted in the totals now: the handling is committed, whatever
+        // happens to the moves.
+        self.total.add(&report);
+        for (folder, uids) in &moves {
+            self.move_mail(session, caps, uids, folder).await?;
+        }
+        Ok(report)
+    }
+
+    /// The database half of handling a batch: one IMMEDIATE transaction,
+    /// each mail in a savepoint of its own so that a handler's failure
+    /// undoes only that mail's work, and one commit (one sync to disk) for
+    /// all. The IMAP position is stored in the same transaction.
+    fn decide(&mut self, mails: &[Fetched]) -> Result<Vec<(u32, Decision)>, WatchError> {
+        if mails.is_empty() {
+            return Ok(Vec::new());
+        }
         let now = clock::now();
         // IMMEDIATE: take the write lock now. A deferred transaction reads
         // first (the lookup below) and upgrades on the handler's first
@@ -750,86 +790,140 @@ impl<H: MailHandler> Watcher<H> {
         let tx = self
             .db
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        if let Some(seen) = inbox::seen(&tx, &key)? {
-            drop(tx);
-            let folder = match seen {
-                Seen::Processed => self.cfg.processed_folder.clone(),
-                Seen::Rejected(_) => self.cfg.rejected_folder.clone(),
+        let mut out = Vec::with_capacity(mails.len());
+        // Backoffs to set once the batch is committed.
+        let mut waits = Vec::new();
+        let mut last_uid = None;
+        for mail in mails {
+            let uid = mail.uid;
+            let key = if mail.raw.is_empty() {
+                format!("size:{uid}:{}", mail.size)
+            } else {
+                inbox::mail_key(&mail.raw)
             };
-            tracing::info!(uid, key, "already handled; moving it along");
-            return Ok(Decision::Handled {
-                folder,
-                outcome: Outcome::Duplicate,
-            });
-        }
-        let result = if raw.is_empty() {
-            Ok(Disposition::Rejected {
-                reason: format!("mail of {size} bytes is over the limit of {MAX_MAIL_BYTES}"),
-            })
-        } else {
-            self.handler.handle(
-                &tx,
-                &IncomingMail {
-                    uid,
-                    key: &key,
-                    raw,
-                },
-            )
-        };
-        match result {
-            Ok(disposition) => {
-                let (seen, folder, outcome) = match &disposition {
-                    Disposition::Processed => (
-                        Seen::Processed,
-                        self.cfg.processed_folder.clone(),
-                        Outcome::Processed,
-                    ),
-                    Disposition::Rejected { reason } => {
-                        tracing::warn!(uid, key, reason, "mail rejected");
-                        (
-                            Seen::Rejected(reason.clone()),
-                            self.cfg.rejected_folder.clone(),
-                            Outcome::Rejected,
-                        )
-                    }
+            // A mail seen before, or earlier in this very batch (the same
+            // mail delivered twice): the transaction sees its own writes.
+            if let Some(seen) = inbox::seen(&tx, &key)? {
+                let folder = match seen {
+                    Seen::Processed => self.cfg.processed_folder.clone(),
+                    Seen::Rejected(_) => self.cfg.rejected_folder.clone(),
                 };
-                inbox::record(&tx, &key, &seen, now)?;
-                tx.commit()?;
-                if let Some(w) = &self.outbox_wake {
-                    w.notify_one();
-                }
-                self.retry_after.remove(&uid);
-                Ok(Decision::Handled { folder, outcome })
+                tracing::info!(uid, key, "already handled; moving it along");
+                out.push((
+                    uid,
+                    Decision::Handled {
+                        folder,
+                        outcome: Outcome::Duplicate,
+                    },
+                ));
+                last_uid = Some(uid);
+                continue;
             }
-            Err(e) => {
-                drop(tx); // roll back whatever the handler did
-                let attempts = inbox::count_failure(&self.db, &key, &e.0)?;
-                if attempts >= self.cfg.max_handler_attempts {
-                    let reason = format!("gave up after {attempts} failed attempts: {}", e.0);
-                    tracing::error!(uid, key, reason, "mail rejected");
-                    inbox::record(&self.db, &key, &Seen::Rejected(reason), now)?;
-                    return Ok(Decision::Handled {
-                        folder: self.cfg.rejected_folder.clone(),
-                        outcome: Outcome::Rejected,
-                    });
+            tx.execute_batch("SAVEPOINT mailer_mail")?;
+            let result = if mail.raw.is_empty() {
+                Ok(Disposition::Rejected {
+                    reason: format!(
+                        "mail of {} bytes is over the limit of {MAX_MAIL_BYTES}",
+                        mail.size
+                    ),
+                })
+            } else {
+                self.handler.handle(
+                    &tx,
+                    &IncomingMail {
+                        uid,
+                        key: &key,
+                        raw: &mail.raw,
+                    },
+                )
+            };
+            let decision = match result {
+                Ok(disposition) => {
+                    let (seen, folder, outcome) = match &disposition {
+                        Disposition::Processed => (
+                            Seen::Processed,
+                            self.cfg.processed_folder.clone(),
+                            Outcome::Processed,
+                        ),
+                        Disposition::Rejected { reason } => {
+                            tracing::warn!(uid, key, reason, "mail rejected");
+                            (
+                                Seen::Rejected(reason.clone()),
+                                self.cfg.rejected_folder.clone(),
+                                Outcome::Rejected,
+                            )
+                        }
+                    };
+                    inbox::record(&tx, &key, &seen, now)?;
+                    tx.execute_batch("RELEASE mailer_mail")?;
+                    Decision::Handled { folder, outcome }
                 }
-                let wait = Duration::from_secs(1u64 << attempts.min(8));
-                tracing::warn!(uid, key, attempts, error = %e.0, "handling failed; will try again");
-                self.retry_after.insert(uid, Instant::now() + wait);
-                Ok(Decision::Later)
+                Err(e) => {
+                    if tx.is_autocommit() {
+                        // SQLite rolled the whole transaction back (a full
+                        // disk, an I/O error): the batch is lost, nothing
+                        // is filed. Count this mail's failure, and let the
+                        // reconnection look at the others again.
+                        drop(tx);
+                        inbox::count_failure(&self.db, &key, &e.0)?;
+                        return Err(WatchError::BatchLost(e.0));
+                    }
+                    // Undo whatever the handler did, and only that.
+                    tx.execute_batch("ROLLBACK TO mailer_mail; RELEASE mailer_mail")?;
+                    let attempts = inbox::count_failure(&tx, &key, &e.0)?;
+                    if attempts >= self.cfg.max_handler_attempts {
+                        let reason = format!("gave up after {attempts} failed attempts: {}", e.0);
+                        tracing::error!(uid, key, reason, "mail rejected");
+                        inbox::record(&tx, &key, &Seen::Rejected(reason), now)?;
+                        Decision::Handled {
+                            folder: self.cfg.rejected_folder.clone(),
+                            outcome: Outcome::Rejected,
+                        }
+                    } else {
+                        let wait = Duration::from_secs(1u64 << attempts.min(8));
+                        tracing::warn!(uid, key, attempts, error = %e.0, "handling failed; will try again");
+                        waits.push((uid, wait));
+                        Decision::Later
+                    }
+                }
+            };
+            if matches!(decision, Decision::Handled { .. }) {
+                last_uid = Some(uid);
+            }
+            out.push((uid, decision));
+        }
+        if let Some(uid) = last_uid {
+            let (v, last) = inbox::position(&tx, &self.cfg.mailbox)?.unwrap_or((0, 0));
+            if uid > last {
+                inbox::set_position(&tx, &self.cfg.mailbox, v, uid)?;
             }
         }
+        tx.commit()?;
+        if let Some(w) = &self.outbox_wake {
+            w.notify_one();
+        }
+        let at = Instant::now();
+        for (uid, d) in &out {
+            if matches!(d, Decision::Handled { .. }) {
+                self.retry_after.remove(uid);
+            }
+        }
+        for (uid, wait) in waits {
+            self.retry_after.insert(uid, at + wait);
+        }
+        Ok(out)
     }
 
+    /// Files the mails `uids` (already handled and committed) in `folder`.
     async fn move_mail(
         &mut self,
         session: &mut Session,
         caps: Caps,
-        uid: u32,
+        uids: &[u32],
         folder: &str,
     ) -> Result<(), WatchError> {
         let t = self.cfg.timeout;
-        let set = uid.to_string();
+        let set = uid_set(uids);
         if caps.mv && self.cfg.use_move {
             with_timeout(t, "UID MOVE", async {
                 session.uid_mv(&set, folder).await?;
@@ -856,23 +950,102 @@ impl<H: MailHandler> Watcher<H> {
     }
 }
 
-/// `UID FETCH uid query`, and `pick` applied to the answer for that UID.
-/// `None` when the server sent nothing for it (moved away meanwhile, or a
-/// connection cut between responses, which async-imap reports as success).
-async fn fetch_one<T>(
+/// Most mails handled in one transaction: bounds the memory of a batch
+/// and how long it holds the database's write lock.
+const BATCH_MAILS: usize = 64;
+/// Most bytes of bodies fetched for one batch (a single bigger mail, up to
+/// `MAX_MAIL_BYTES`, goes alone).
+const BATCH_BYTES: usize = 4 * 1024 * 1024;
+
+/// A fetched mail; `raw` is empty for a mail over the size limit.
+struct Fetched {
+    uid: u32,
+    size: u32,
+    raw: Vec<u8>,
+}
+
+/// An IMAP sequence set of `uids` (sorted or not), ranges folded:
+/// `1:3,7,9:10`.
+fn uid_set(uids: &[u32]) -> String {
+    let mut sorted = uids.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < sorted.len() {
+        let first = sorted[i];
+        let mut last = first;
+        while i + 1 < sorted.len() && sorted[i + 1] == last.saturating_add(1) {
+            i += 1;
+            last = sorted[i];
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        if first == last {
+            out.push_str(&first.to_string());
+        } else {
+            out.push_str(&format!("{first}:{last}"));
+        }
+        i += 1;
+    }
+    out
+}
+
+/// `UID FETCH set (UID RFC822.SIZE)`: the size of each of `uids` still
+/// there, in UID order. A mail the server says nothing about was moved
+/// away meanwhile (or the connection was cut between responses, which
+/// async-imap reports as success; the next command finds out).
+async fn fetch_sizes(
     session: &mut Session,
     timeout: Duration,
-    uid: u32,
-    query: &'static str,
-    pick: impl Fn(&async_imap::types::Fetch) -> Option<T>,
-) -> Result<Option<T>, WatchError> {
+    uids: &[u32],
+) -> Result<Vec<(u32, u32)>, WatchError> {
+    if uids.is_empty() {
+        return Ok(Vec::new());
+    }
     with_timeout(timeout, "UID FETCH", async {
         let fetches: Vec<_> = session
-            .uid_fetch(uid.to_string(), query)
+            .uid_fetch(uid_set(uids), "(UID RFC822.SIZE)")
             .await?
             .try_collect()
             .await?;
-        Ok(fetches.iter().find(|f| f.uid == Some(uid)).and_then(pick))
+        let mut sizes: BTreeMap<u32, u32> = BTreeMap::new();
+        for f in &fetches {
+            if let (Some(uid), Some(size)) = (f.uid, f.size) {
+                if uids.contains(&uid) {
+                    sizes.insert(uid, size);
+                }
+            }
+        }
+        Ok(sizes.into_iter().collect())
+    })
+    .await
+}
+
+/// `UID FETCH set (UID BODY.PEEK[])`: the raw bytes of each of `uids`
+/// still there (nothing changes on the server).
+async fn fetch_bodies(
+    session: &mut Session,
+    timeout: Duration,
+    uids: &[u32],
+) -> Result<HashMap<u32, Vec<u8>>, WatchError> {
+    if uids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    with_timeout(timeout, "UID FETCH", async {
+        let mut stream = session
+            .uid_fetch(uid_set(uids), "(UID BODY.PEEK[])")
+            .await?;
+        let mut bodies = HashMap::with_capacity(uids.len());
+        while let Some(f) = stream.try_next().await? {
+            if let (Some(uid), Some(body)) = (f.uid, f.body()) {
+                if uids.contains(&uid) {
+                    bodies.insert(uid, body.to_vec());
+                }
+            }
+        }
+        Ok(bodies)
     })
     .await
 }

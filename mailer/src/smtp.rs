@@ -2,22 +2,24 @@
 //!
 //! [`SmtpClient`] speaks plain SMTP, STARTTLS or implicit TLS (rustls), with
 //! AUTH PLAIN/LOGIN, and keeps connections in a small pool so a burst of
-//! mail reuses one session. [`run_sender`] is the outbox's only reader: it
-//! counts each attempt before making it, retries 4xx with jittered backoff,
-//! records 5xx as failed, and gives up after a bounded number of attempts.
+//! mail reuses its sessions. [`run_sender`] is the outbox's only reader: it
+//! counts the attempts of a batch before making them, sends several mails
+//! at once, retries 4xx with jittered backoff, records 5xx as failed, and
+//! gives up after a bounded number of attempts.
 
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::{stream, StreamExt};
 use lettre::address::Envelope as SmtpEnvelope;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::transport::smtp::PoolConfig;
 use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use rand_core::{OsRng, RngCore};
-use rusqlite::Connection;
+use rusqlite::{Connection, Transaction, TransactionBehavior};
 use tokio::sync::Notify;
 
 use crate::clock;
@@ -89,7 +91,12 @@ pub enum SendError {
     Permanent(String),
 }
 
-/// A pooled SMTP client.
+/// Connections kept open between sends: as many as the sender uses at
+/// once by default, so a burst reuses them instead of reconnecting.
+const POOL_SIZE: u32 = 8;
+
+/// A pooled SMTP client. Clones share the pool, and sends may run
+/// concurrently, each on its own connection.
 #[derive(Clone)]
 pub struct SmtpClient {
     transport: AsyncSmtpTransport<Tokio1Executor>,
@@ -109,7 +116,7 @@ impl SmtpClient {
             .timeout(Some(cfg.timeout))
             .pool_config(
                 PoolConfig::new()
-                    .max_size(4)
+                    .max_size(POOL_SIZE)
                     .idle_timeout(Duration::from_secs(60)),
             );
         if cfg.tls != TlsMode::None {
@@ -188,6 +195,8 @@ pub struct SenderPolicy {
     pub max_delay_secs: u64,
     /// Most mails taken per pass.
     pub batch: usize,
+    /// Most mails being sent at once (each on its own connection).
+    pub concurrency: usize,
 }
 
 impl Default for SenderPolicy {
@@ -197,6 +206,7 @@ impl Default for SenderPolicy {
             base_delay_secs: 10,
             max_delay_secs: 3_600,
             batch: 64,
+            concurrency: POOL_SIZE as usize,
         }
     }
 }
@@ -211,6 +221,13 @@ pub struct DrainReport {
 
 /// Sends every mail due at `now`, once each. Safe to call from several
 /// processes only if they use different databases.
+///
+/// The attempts of the whole batch are counted in one transaction before
+/// any is made; up to `policy.concurrency` mails are then in flight at
+/// once (each on its own pooled connection), and the outcomes are recorded
+/// together in a second transaction. A crash before that records nothing:
+/// every mail of the batch is sent again at its `retry_at` (the receiver
+/// keeps one by its Message-ID).
 pub async fn drain_once(
     conn: &Connection,
     smtp: &SmtpClient,
@@ -218,26 +235,48 @@ pub async fn drain_once(
     now: Timestamp,
 ) -> Result<DrainReport, OutboxError> {
     let mut report = DrainReport::default();
-    for mail in outbox::due(conn, now, policy.batch)? {
+    let due = outbox::due(conn, now, policy.batch)?;
+    if due.is_empty() {
+        return Ok(report);
+    }
+    let plan: Vec<(outbox::QueuedMail, u64)> = due
+        .into_iter()
+        .map(|mail| {
+            let delay = outbox::backoff_secs(
+                mail.attempts,
+                policy.base_delay_secs,
+                policy.max_delay_secs,
+                OsRng.next_u64(),
+            );
+            (mail, delay)
+        })
+        .collect();
+    // Counted and committed before the attempts: if we crash while
+    // sending, each mail is retried at its `retry_at`, not in a tight loop.
+    {
+        let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
+        for (mail, delay) in &plan {
+            outbox::begin_attempt(&tx, mail.id, now.saturating_add_secs(*delay))?;
+        }
+        tx.commit()?;
+    }
+    let outcomes: Vec<Result<(), SendError>> = stream::iter(plan.iter())
+        .map(|(mail, _)| smtp.send(&mail.sender, &mail.recipient, &mail.raw))
+        .buffered(policy.concurrency.max(1))
+        .collect()
+        .await;
+    let done = clock::now();
+    let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
+    for ((mail, delay), outcome) in plan.iter().zip(outcomes) {
         let attempt = mail.attempts + 1;
-        let delay = outbox::backoff_secs(
-            mail.attempts,
-            policy.base_delay_secs,
-            policy.max_delay_secs,
-            OsRng.next_u64(),
-        );
-        let retry_at = now.saturating_add_secs(delay);
-        // Counted and committed before the attempt: if we crash while
-        // sending, the mail is retried at `retry_at`, not in a tight loop.
-        outbox::begin_attempt(conn, mail.id, retry_at)?;
-        match smtp.send(&mail.sender, &mail.recipient, &mail.raw).await {
+        match outcome {
             Ok(()) => {
-                outbox::mark_sent(conn, mail.id, clock::now())?;
+                outbox::mark_sent(&tx, mail.id, done)?;
                 report.sent += 1;
                 tracing::debug!(message_id = %mail.message_id, to = %mail.recipient, "sent");
             }
             Err(SendError::Transient(e)) if attempt < policy.max_attempts => {
-                outbox::mark_retry(conn, mail.id, retry_at, &e)?;
+                outbox::mark_retry(&tx, mail.id, now.saturating_add_secs(*delay), &e)?;
                 report.retrying += 1;
                 tracing::warn!(message_id = %mail.message_id, attempt, retry_in_secs = delay, error = %e, "send failed, will retry");
             }
@@ -248,12 +287,13 @@ pub async fn drain_once(
                     }
                     SendError::Permanent(p) => p.clone(),
                 };
-                outbox::mark_failed(conn, mail.id, clock::now(), &why)?;
+                outbox::mark_failed(&tx, mail.id, done, &why)?;
                 report.failed += 1;
                 tracing::error!(message_id = %mail.message_id, to = %mail.recipient, error = %why, "mail failed for good");
             }
         }
     }
+    tx.commit()?;
     Ok(report)
 }
 

@@ -28,6 +28,8 @@ const WAIT: Duration = Duration::from_secs(30);
 struct Recorder {
     /// Fail (as a passing error) while this is above zero.
     fail: Arc<std::sync::atomic::AtomicU32>,
+    /// Fail only mail `tag(n)`, if set.
+    fail_only: Option<u32>,
 }
 
 impl MailHandler for Recorder {
@@ -45,6 +47,7 @@ impl MailHandler for Recorder {
             }
         };
         let tag = parsed.envelopes[0].body().to_vec();
+        let chosen = self.fail_only.is_none_or(|n| self::tag(n) == tag);
         tx.execute(
             "INSERT INTO effects (tag, n) VALUES (?1, 1)
              ON CONFLICT (tag) DO UPDATE SET n = n + 1",
@@ -52,7 +55,7 @@ impl MailHandler for Recorder {
         )
         .map_err(|e| HandlerError(e.to_string()))?;
         let left = self.fail.load(std::sync::atomic::Ordering::SeqCst);
-        if left > 0 {
+        if left > 0 && chosen {
             self.fail
                 .store(left - 1, std::sync::atomic::Ordering::SeqCst);
             return Err(HandlerError("injected passing failure".into()));
@@ -164,6 +167,23 @@ impl Rig {
     }
 
     async fn send(&self, i: u32) {
+        self.send_times(i, 1).await;
+    }
+
+    /// Sends mails `0..n` and waits until the mailbox shows them.
+    async fn deliver(&self, n: u32) {
+        for i in 0..n {
+            self.send(i).await;
+        }
+        self.server
+            .wait_for(&self.account, "INBOX", n as usize, WAIT)
+            .await
+            .unwrap();
+    }
+
+    /// Delivers the very same mail `i` `times` times (as after an
+    /// ambiguous SMTP failure and resend, or a relay's duplicate).
+    async fn send_times(&self, i: u32, times: usize) {
         let raw = build_mail(&mail(
             "sender@example.test",
             &self.account.address,
@@ -171,10 +191,12 @@ impl Rig {
             &self.salt,
         ))
         .unwrap();
-        self.server
-            .send_raw("sender@example.test", &self.account.address, &raw)
-            .await
-            .unwrap();
+        for _ in 0..times {
+            self.server
+                .send_raw("sender@example.test", &self.account.address, &raw)
+                .await
+                .unwrap();
+        }
     }
 
     /// Runs watchers (made by `make`) until `n` distinct mails have an
@@ -253,13 +275,7 @@ async fn outbox_to_watcher_each_mail_exactly_once() {
 async fn watcher_killed_at_random_moments_loses_and_repeats_nothing() {
     let rig = Rig::new("kill").await;
     const N: u32 = 30;
-    for i in 0..N {
-        rig.send(i).await;
-    }
-    rig.server
-        .wait_for(&rig.account, "INBOX", N as usize, WAIT)
-        .await
-        .unwrap();
+    rig.deliver(N).await;
     let cfg = rig.imap(rig.server.imap_addr());
     // Start a watcher task and abort it after a short, varying time, again
     // and again: aborts land between FETCH and commit, and between commit
@@ -404,30 +420,20 @@ async fn wait_effects(rig: &Rig, n: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mail_delivered_twice_has_one_effect() {
     let rig = Rig::new("twice").await;
-    let raw = build_mail(&mail(
-        "sender@example.test",
-        &rig.account.address,
-        0,
-        &rig.salt,
-    ))
-    .unwrap();
-    // The same mail, twice (as after an ambiguous SMTP failure and resend,
-    // or a relay's duplicate).
-    for _ in 0..2 {
-        rig.server
-            .send_raw("sender@example.test", &rig.account.address, &raw)
-            .await
-            .unwrap();
-    }
+    // The same mail twice, between two others: one batch, in which the
+    // second copy finds the first one's record.
+    rig.send(0).await;
+    rig.send_times(1, 2).await;
+    rig.send(2).await;
     rig.server
-        .wait_for(&rig.account, "INBOX", 2, WAIT)
+        .wait_for(&rig.account, "INBOX", 4, WAIT)
         .await
         .unwrap();
     let cfg = rig.imap(rig.server.imap_addr());
     let mut w = rig.watcher(cfg, Recorder::default());
     let report = w.run_once().await.unwrap();
-    assert_eq!((report.processed, report.duplicates), (1, 1));
-    rig.assert_exactly_once(1, 2).await;
+    assert_eq!((report.processed, report.duplicates), (3, 1));
+    rig.assert_exactly_once(3, 4).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -667,4 +673,124 @@ async fn polling_and_copy_expunge_fallbacks_work_too() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     rig.assert_exactly_once(4, 4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_failing_mail_in_a_batch_leaves_the_others_committed_and_moved() {
+    let rig = Rig::new("batchfail").await;
+    rig.deliver(5).await;
+    let cfg = rig.imap(rig.server.imap_addr());
+    // Mail 2 fails every time; its work is rolled back, the others' stays.
+    let rec = Recorder {
+        fail_only: Some(2),
+        ..Recorder::default()
+    };
+    rec.fail
+        .store(u32::MAX, std::sync::atomic::Ordering::SeqCst);
+    let mut w = rig.watcher(cfg.clone(), rec);
+    let first = w.run_once().await.unwrap();
+    assert_eq!((first.processed, first.deferred), (4, 1));
+    let got: Vec<Vec<u8>> = effects(&rig.db_path())
+        .into_iter()
+        .map(|(t, _)| t)
+        .collect();
+    assert_eq!(got, vec![tag(0), tag(1), tag(3), tag(4)]);
+    let done = rig.server.messages(&rig.account, "Processed").await;
+    assert_eq!(done.unwrap().len(), 4);
+    let left = rig.server.messages(&rig.account, "INBOX").await.unwrap();
+    assert_eq!(left.len(), 1);
+    let attempts: i64 = w
+        .db()
+        .query_row("SELECT attempts FROM mail_inbox_failures", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(attempts, 1, "the failure is counted with the batch");
+    // Tried again later (a fresh watcher skips the backoff): handled once.
+    let mut w = rig.watcher(cfg, Recorder::default());
+    assert_eq!(w.run_once().await.unwrap().processed, 1);
+    rig.assert_exactly_once(5, 5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_between_batch_commit_and_move_handles_each_mail_once() {
+    let rig = Rig::new("batchcrash").await;
+    const N: u32 = 6;
+    rig.deliver(N).await;
+    // The connection dies while the batch is being handled: the batch
+    // commits, its MOVE cannot be sent, as after a crash at that point.
+    let proxy = Arc::new(rig.server.imap_proxy().await.unwrap());
+    let cut = proxy.clone();
+    let mut rec = Recorder::default();
+    let mut seen = 0;
+    let handler = move |tx: &Transaction<'_>, m: &IncomingMail<'_>| {
+        seen += 1;
+        if seen == N {
+            cut.drop_all();
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        rec.handle(tx, m)
+    };
+    let mut w = Watcher::new(rig.imap(proxy.addr()), open_db(&rig.db_path()), handler).unwrap();
+    assert!(w.run_once().await.is_err(), "the MOVE went through");
+    assert_eq!(w.totals().processed, N as usize, "the batch committed");
+    let left = rig.server.messages(&rig.account, "INBOX").await.unwrap();
+    assert_eq!(left.len(), N as usize, "nothing was moved");
+    // Restarted: every mail is seen handled and only moved.
+    let mut w = rig.watcher(rig.imap(rig.server.imap_addr()), Recorder::default());
+    let report = w.run_once().await.unwrap();
+    assert_eq!((report.processed, report.duplicates), (0, N as usize));
+    rig.assert_exactly_once(N, N as usize).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_sends_with_one_permanent_failure() {
+    let rig = Rig::new("concurrent").await;
+    let db = open_db(&rig.dir.path().join("sender.db"));
+    const N: u32 = 12;
+    for i in 0..N {
+        // Mail 5 goes to a recipient the server does not know (550).
+        let to = if i == 5 {
+            "nobody-here@example.test"
+        } else {
+            rig.account.address.as_str()
+        };
+        outbox::enqueue(
+            &db,
+            &mail("sender@example.test", to, i, &rig.salt),
+            clock::now(),
+        )
+        .unwrap();
+    }
+    let smtp = rig.smtp(rig.server.smtp_addr());
+    let policy = SenderPolicy {
+        concurrency: 8,
+        ..SenderPolicy::default()
+    };
+    let now = clock::now();
+    let r = drain_once(&db, &smtp, &policy, now).await.unwrap();
+    assert_eq!((r.sent, r.retrying, r.failed), (N as usize - 1, 0, 1));
+    let rows = outbox::list(&db).unwrap();
+    assert!(rows.iter().all(|r| r.attempts == 1), "{rows:?}");
+    let failed: Vec<_> = rows.iter().filter(|r| r.state == "failed").collect();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].recipient, "nobody-here@example.test");
+    assert!(failed[0]
+        .last_error
+        .as_deref()
+        .unwrap_or("")
+        .contains("550"));
+    // Nothing is due again, ever.
+    let far = now.saturating_add_secs(86_400);
+    assert_eq!(
+        drain_once(&db, &smtp, &policy, far).await.unwrap(),
+        Default::default()
+    );
+    let got = rig
+        .server
+        .wait_for(&rig.account, "INBOX", N as usize - 1, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(got.len(), N as usize - 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let inbox = rig.server.messages(&rig.account, "INBOX").await.unwrap();
+    assert_eq!(inbox.len(), N as usize - 1, "each delivered exactly once");
 }
