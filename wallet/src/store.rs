@@ -391,7 +391,10 @@ pub fn licenses_for(
 /// A book of the licenses `notes` need: the given ones (verified), and,
 /// for every key that holds a state of the notes, those stored. Looked up
 /// by key, so the cost follows the payment, not how many licenses this
-/// wallet has seen (an agent sees one per customer).
+/// wallet has seen (an agent sees one per customer). Each signature is
+/// checked once: a stored license with the id of a given one that
+/// verified has the same body (the id covers it), and this wallet's own
+/// cards' licenses were checked against the pinned key when they came.
 pub fn license_book(
     conn: &Connection,
     issuer: &IssuerRow,
@@ -399,10 +402,13 @@ pub fn license_book(
     notes: &[Note],
 ) -> Result<LicenseBook, WalletError> {
     let mut book = LicenseBook::new();
+    let mut verified = Vec::new();
     for l in given {
         // A license that does not verify is simply not used; the note
         // check then says which link lacks a license.
-        let _ = book.add_signed(l, &issuer.key, issuer.currency);
+        if book.add_signed(l, &issuer.key, issuer.currency).is_ok() {
+            verified.push(l.id());
+        }
     }
     let mut holders: Vec<&PublicKey> = notes
         .iter()
@@ -413,17 +419,26 @@ pub fn license_book(
         .collect();
     holders.sort_by_key(|k| k.as_bytes());
     holders.dedup();
-    let mut stmt = conn.prepare_cached("SELECT license FROM licenses WHERE payment_public = ?1")?;
+    let mut stmt =
+        conn.prepare_cached("SELECT license_id, license FROM licenses WHERE payment_public = ?1")?;
     for key in holders {
-        let rows = stmt.query_map([key.as_bytes().as_slice()], |r| r.get::<_, Vec<u8>>(0))?;
+        let rows = stmt.query_map([key.as_bytes().as_slice()], |r| {
+            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })?;
         for r in rows {
-            let l: Signed<License> = signed_of(&r?)?;
+            let (id, l) = r?;
+            if verified.contains(&digest_of(&id)?) {
+                continue;
+            }
+            let l: Signed<License> = signed_of(&l)?;
             let _ = book.add_signed(&l, &issuer.key, issuer.currency);
         }
     }
     for c in cards(conn)? {
-        if let Some(l) = &c.license {
-            let _ = book.add_signed(l, &issuer.key, issuer.currency);
+        if let Some(l) = c.license.filter(|_| c.currency == issuer.currency) {
+            if l.unverified().currency == issuer.currency {
+                book.add_trusted(l.unverified().clone());
+            }
         }
     }
     Ok(book)
