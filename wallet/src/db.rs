@@ -143,6 +143,8 @@ CREATE TABLE note_totals (
 ) STRICT;
 INSERT INTO note_totals (currency, spendable)
     SELECT currency, SUM(held - spent) FROM notes WHERE state = 'spendable' GROUP BY currency;
+-- What summed the notes before: one page less to write per note change.
+DROP INDEX notes_spendable;
 
 CREATE TRIGGER notes_total_insert AFTER INSERT ON notes BEGIN
     INSERT OR IGNORE INTO note_totals (currency, spendable) VALUES (NEW.currency, 0);
