@@ -20,7 +20,8 @@
 //! (`CLOCK_THREAD_CPUTIME_ID`) inside the three handlings, per kind; the
 //! raw ed25519 verification rate on one core in the same run, to express
 //! the agent's CPU per exchange in verifications; resident memory
-//! (VmRSS) every tenth of the run and at the end, and the database size.
+//! (VmRSS) and the agent's CPU per exchange over each tenth of the run,
+//! and the database size.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // benchmark
 
@@ -352,10 +353,15 @@ fn main() {
     let mut rss = Vec::new();
     let start = Instant::now();
     let tenth = (a.exchanges / 10).max(1);
+    // The agent's CPU at the end of each tenth: a cost that grows with the
+    // float or the history shows as later tenths costing more.
+    let mut cpu_before = Duration::ZERO;
     for i in 0..a.exchanges {
         w.exchange(&users[i % users.len()]);
         if (i + 1) % tenth == 0 {
-            rss.push((i + 1, status_kib("VmRSS:")));
+            let cpu: Duration = w.costs.iter().map(|c| c.cpu).sum();
+            rss.push((i + 1, status_kib("VmRSS:"), us(cpu - cpu_before, tenth)));
+            cpu_before = cpu;
             eprintln!("{} exchanges", i + 1);
         }
     }
@@ -412,12 +418,17 @@ fn main() {
         wall.as_secs_f64(),
         n as f64 / wall.as_secs_f64()
     );
-    println!("Resident memory of the process (the agent and the simulated users) as exchanges accumulate:\n");
-    println!("| exchanges done | VmRSS MiB |");
-    println!("|---------------:|----------:|");
-    println!("| {:>14} | {:>9.1} |", 0, rss_start as f64 / 1024.0);
-    for (i, kib) in &rss {
-        println!("| {i:>14} | {:>9.1} |", *kib as f64 / 1024.0);
+    println!("Resident memory of the process (the agent and the simulated users), and the agent's CPU per exchange over the last tenth, as exchanges accumulate:\n");
+    println!("| exchanges done | VmRSS MiB | CPU µs/exchange |");
+    println!("|---------------:|----------:|----------------:|");
+    println!(
+        "| {:>14} | {:>9.1} | {:>15} |",
+        0,
+        rss_start as f64 / 1024.0,
+        ""
+    );
+    for (i, kib, cpu) in &rss {
+        println!("| {i:>14} | {:>9.1} | {cpu:>15.0} |", *kib as f64 / 1024.0);
     }
     println!(
         "\nPeak (VmHWM): {:.1} MiB; agent.db: {:.1} MiB ({:.1} KiB per exchange)",

@@ -73,16 +73,16 @@ impl Home {
         crate::db::migrate(&mut conn)?;
         let key = SecretKey::generate();
         let secret = w.vault.store(&conn, &key)?;
-        conn.execute(
+        conn.prepare_cached(
             "INSERT INTO agent_meta (id, key_secret, key_public, offer_secs, request_secs)
              VALUES (1, ?1, ?2, ?3, ?4)",
-            params![
-                secret,
-                key.public().as_bytes().as_slice(),
-                i64::try_from(offer_secs).unwrap_or(i64::MAX),
-                i64::try_from(request_secs).unwrap_or(i64::MAX)
-            ],
-        )?;
+        )?
+        .execute(params![
+            secret,
+            key.public().as_bytes().as_slice(),
+            i64::try_from(offer_secs).unwrap_or(i64::MAX),
+            i64::try_from(request_secs).unwrap_or(i64::MAX)
+        ])?;
         Ok((Agent { wallet: w, key }, conn))
     }
 
@@ -90,10 +90,9 @@ impl Home {
     pub fn open(&self, passphrase: Option<&str>) -> Result<(Agent, Connection), AgentError> {
         let (w, mut conn) = self.inner.open(passphrase)?;
         crate::db::migrate(&mut conn)?;
-        let secret: i64 =
-            conn.query_row("SELECT key_secret FROM agent_meta WHERE id = 1", [], |r| {
-                r.get(0)
-            })?;
+        let secret: i64 = conn
+            .prepare_cached("SELECT key_secret FROM agent_meta WHERE id = 1")?
+            .query_row([], |r| r.get(0))?;
         let key = w.vault.load(&conn, secret)?;
         Ok((Agent { wallet: w, key }, conn))
     }
@@ -112,11 +111,9 @@ impl Home {
 /// The deadlines of new offers, as set now (a running daemon sees
 /// changes at once).
 pub fn deadlines(conn: &Connection) -> Result<(u64, u64), AgentError> {
-    let (offer, request): (i64, i64) = conn.query_row(
-        "SELECT offer_secs, request_secs FROM agent_meta WHERE id = 1",
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
+    let (offer, request): (i64, i64) = conn
+        .prepare_cached("SELECT offer_secs, request_secs FROM agent_meta WHERE id = 1")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok((
         u64::try_from(offer).unwrap_or(OFFER_SECS),
         u64::try_from(request).unwrap_or(REQUEST_SECS),
@@ -129,12 +126,10 @@ pub fn set_deadlines(
     offer_secs: u64,
     request_secs: u64,
 ) -> Result<(), AgentError> {
-    conn.execute(
-        "UPDATE agent_meta SET offer_secs = ?1, request_secs = ?2 WHERE id = 1",
-        params![
+    conn.prepare_cached("UPDATE agent_meta SET offer_secs = ?1, request_secs = ?2 WHERE id = 1")?
+        .execute(params![
             i64::try_from(offer_secs).unwrap_or(i64::MAX),
             i64::try_from(request_secs).unwrap_or(i64::MAX)
-        ],
-    )?;
+        ])?;
     Ok(())
 }

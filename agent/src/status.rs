@@ -102,7 +102,7 @@ pub fn status(conn: &Connection, agent: &Agent, now: Timestamp) -> Result<Status
         });
     }
     let mut finished = BTreeMap::new();
-    let mut stmt = conn.prepare(
+    let mut stmt = conn.prepare_cached(
         "SELECT state, COUNT(*) FROM trades WHERE state IN ('delivered', 'refunded', 'expired') GROUP BY state",
     )?;
     for r in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {

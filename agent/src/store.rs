@@ -18,23 +18,22 @@ pub fn time_of(v: i64) -> Timestamp {
 // ---- rates -------------------------------------------------------------------
 
 pub fn set_rate(conn: &Connection, p: &Pricing, now: Timestamp) -> Result<(), AgentError> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO rates (pay, receive, mid_mantissa, mid_scale, spread_bp, min, max, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
          ON CONFLICT (pay, receive) DO UPDATE SET mid_mantissa = ?3, mid_scale = ?4,
              spread_bp = ?5, min = ?6, max = ?7, updated_at = ?8",
-        params![
-            p.pay.as_str(),
-            p.receive.as_str(),
-            i64::try_from(p.mid.mantissa)
-                .map_err(|_| AgentError::refused("the rate is too large"))?,
-            i64::from(p.mid.scale),
-            i64::from(p.spread_bp),
-            sql_amount(p.min),
-            sql_amount(p.max),
-            sql_time(now)
-        ],
-    )?;
+    )?
+    .execute(params![
+        p.pay.as_str(),
+        p.receive.as_str(),
+        i64::try_from(p.mid.mantissa).map_err(|_| AgentError::refused("the rate is too large"))?,
+        i64::from(p.mid.scale),
+        i64::from(p.spread_bp),
+        sql_amount(p.min),
+        sql_amount(p.max),
+        sql_time(now)
+    ])?;
     Ok(())
 }
 
@@ -67,18 +66,17 @@ pub fn rate(
     pay: Currency,
     receive: Currency,
 ) -> Result<Option<Pricing>, AgentError> {
-    conn.query_row(
-        &format!("SELECT {RATE_COLS} FROM rates WHERE pay = ?1 AND receive = ?2"),
-        [pay.as_str(), receive.as_str()],
-        rate_row,
-    )
+    conn.prepare_cached(&format!(
+        "SELECT {RATE_COLS} FROM rates WHERE pay = ?1 AND receive = ?2"
+    ))?
+    .query_row([pay.as_str(), receive.as_str()], rate_row)
     .optional()?
     .map(to_pricing)
     .transpose()
 }
 
 pub fn rates(conn: &Connection) -> Result<Vec<Pricing>, AgentError> {
-    let mut stmt = conn.prepare(&format!(
+    let mut stmt = conn.prepare_cached(&format!(
         "SELECT {RATE_COLS} FROM rates ORDER BY pay, receive"
     ))?;
     let rows = stmt.query_map([], rate_row)?;
@@ -102,17 +100,21 @@ pub fn set_limits(
             "the high-water mark must not be below the low-water mark",
         ));
     }
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO float_limits (currency, low, high) VALUES (?1, ?2, ?3)
          ON CONFLICT (currency) DO UPDATE SET low = ?2, high = ?3",
-        params![currency.as_str(), sql_amount(low), sql_amount(high)],
-    )?;
+    )?
+    .execute(params![
+        currency.as_str(),
+        sql_amount(low),
+        sql_amount(high)
+    ])?;
     Ok(())
 }
 
 pub fn limits(conn: &Connection) -> Result<Vec<(Currency, Amount, Amount)>, AgentError> {
     let mut stmt =
-        conn.prepare("SELECT currency, low, high FROM float_limits ORDER BY currency")?;
+        conn.prepare_cached("SELECT currency, low, high FROM float_limits ORDER BY currency")?;
     let rows = stmt.query_map([], |r| {
         Ok((
             r.get::<_, String>(0)?,
@@ -216,7 +218,7 @@ fn trades_where(
     cond: &str,
     p: impl rusqlite::Params,
 ) -> Result<Vec<Trade>, AgentError> {
-    let mut stmt = conn.prepare(&format!(
+    let mut stmt = conn.prepare_cached(&format!(
         "SELECT {TRADE_COLS} FROM trades WHERE {cond} ORDER BY created_at, tr_id"
     ))?;
     let rows = stmt.query_map(p, trade_row)?;
@@ -247,24 +249,24 @@ pub fn insert_trade(
     now: Timestamp,
 ) -> Result<(), AgentError> {
     let t = &offer.unverified().terms;
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO trades (tr_id, state, peer, pay_currency, a1, d1, receive_currency, a2, d2, rate,
                              offer, created_at, updated_at)
          VALUES (?1, 'offered', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)",
-        params![
-            t.tr_id.as_bytes().as_slice(),
-            peer,
-            t.pay_currency.as_str(),
-            sql_amount(t.a1),
-            sql_time(t.d1),
-            t.receive_currency.as_str(),
-            sql_amount(t.a2),
-            sql_time(t.d2),
-            t.rate.to_string(),
-            offer.envelope().to_bytes()?,
-            sql_time(now)
-        ],
-    )?;
+    )?
+    .execute(params![
+        t.tr_id.as_bytes().as_slice(),
+        peer,
+        t.pay_currency.as_str(),
+        sql_amount(t.a1),
+        sql_time(t.d1),
+        t.receive_currency.as_str(),
+        sql_amount(t.a2),
+        sql_time(t.d2),
+        t.rate.to_string(),
+        offer.envelope().to_bytes()?,
+        sql_time(now)
+    ])?;
     Ok(())
 }
 
@@ -290,23 +292,24 @@ pub fn set_trade(
         ) {
             return Err(AgentError::Corrupt(format!("no trade column {col}")));
         }
-        conn.execute(
-            &format!("UPDATE trades SET {col} = ?2 WHERE tr_id = ?1"),
-            params![tr_id.as_bytes().as_slice(), e.to_bytes()?],
-        )?;
+        conn.prepare_cached(&format!("UPDATE trades SET {col} = ?2 WHERE tr_id = ?1"))?
+            .execute(params![tr_id.as_bytes().as_slice(), e.to_bytes()?])?;
     }
-    conn.execute(
+    conn.prepare_cached(
         "UPDATE trades SET state = ?2, detail = ?3, updated_at = ?4 WHERE tr_id = ?1",
-        params![tr_id.as_bytes().as_slice(), state, detail, sql_time(now)],
-    )?;
+    )?
+    .execute(params![
+        tr_id.as_bytes().as_slice(),
+        state,
+        detail,
+        sql_time(now)
+    ])?;
     Ok(())
 }
 
 pub fn set_paid(conn: &Connection, tr_id: &Id, paid: Amount) -> Result<(), AgentError> {
-    conn.execute(
-        "UPDATE trades SET paid = ?2 WHERE tr_id = ?1",
-        params![tr_id.as_bytes().as_slice(), sql_amount(paid)],
-    )?;
+    conn.prepare_cached("UPDATE trades SET paid = ?2 WHERE tr_id = ?1")?
+        .execute(params![tr_id.as_bytes().as_slice(), sql_amount(paid)])?;
     Ok(())
 }
 
@@ -318,13 +321,13 @@ pub fn reserved(
     currency: Currency,
     now: Timestamp,
 ) -> Result<Amount, AgentError> {
-    let v: i64 = conn.query_row(
-        "SELECT COALESCE(SUM(a2), 0) FROM trades
+    let v: i64 = conn
+        .prepare_cached(
+            "SELECT COALESCE(SUM(a2), 0) FROM trades
          WHERE receive_currency = ?1
            AND ((state = 'signed' AND d1 >= ?2) OR (state = 'paid' AND d2 >= ?2))",
-        params![currency.as_str(), sql_time(now)],
-        |r| r.get(0),
-    )?;
+        )?
+        .query_row(params![currency.as_str(), sql_time(now)], |r| r.get(0))?;
     Ok(amount_of(v))
 }
 
@@ -349,11 +352,8 @@ pub struct Decided {
 
 pub fn decided(conn: &Connection, id: &Digest) -> Result<Option<Decided>, AgentError> {
     let row: Option<(String, Option<Vec<u8>>)> = conn
-        .query_row(
-            "SELECT kind, reply FROM agent_requests WHERE id = ?1",
-            [id.as_bytes().as_slice()],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        .prepare_cached("SELECT kind, reply FROM agent_requests WHERE id = ?1")?
+        .query_row([id.as_bytes().as_slice()], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     row.map(|(kind, reply)| {
         Ok(Decided {
@@ -371,26 +371,26 @@ pub fn record(
     reply: Option<&Envelope>,
     now: Timestamp,
 ) -> Result<(), AgentError> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO agent_requests (id, kind, tr_id, reply, at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![
-            request.id().as_bytes().as_slice(),
-            request.kind(),
-            tr_id.map(|t| t.as_bytes().to_vec()),
-            reply.map(|r| r.to_bytes()).transpose()?,
-            sql_time(now)
-        ],
-    )?;
+    )?
+    .execute(params![
+        request.id().as_bytes().as_slice(),
+        request.kind(),
+        tr_id.map(|t| t.as_bytes().to_vec()),
+        reply.map(|r| r.to_bytes()).transpose()?,
+        sql_time(now)
+    ])?;
     Ok(())
 }
 
 /// Counts one more sending of a stored reply; returns the count before.
 pub fn count_resend(conn: &Connection, id: &Digest) -> Result<u64, AgentError> {
-    let n: i64 = conn.query_row(
-        "UPDATE agent_requests SET sends = sends + 1 WHERE id = ?1 RETURNING sends",
-        [id.as_bytes().as_slice()],
-        |r| r.get(0),
-    )?;
+    let n: i64 = conn
+        .prepare_cached(
+            "UPDATE agent_requests SET sends = sends + 1 WHERE id = ?1 RETURNING sends",
+        )?
+        .query_row([id.as_bytes().as_slice()], |r| r.get(0))?;
     Ok(u64::try_from(n).unwrap_or(0))
 }
 
@@ -403,16 +403,19 @@ pub fn warn(
     now: Timestamp,
 ) -> Result<(), AgentError> {
     tracing::warn!(currency = currency.map(|c| c.to_string()), "{text}");
-    conn.execute(
-        "INSERT INTO warnings (at, currency, text) VALUES (?1, ?2, ?3)",
-        params![sql_time(now), currency.map(|c| c.to_string()), text],
-    )?;
+    conn.prepare_cached("INSERT INTO warnings (at, currency, text) VALUES (?1, ?2, ?3)")?
+        .execute(params![
+            sql_time(now),
+            currency.map(|c| c.to_string()),
+            text
+        ])?;
     Ok(())
 }
 
 /// The newest `n` warnings, newest first.
 pub fn warnings(conn: &Connection, n: u32) -> Result<Vec<(Timestamp, String)>, AgentError> {
-    let mut stmt = conn.prepare("SELECT at, text FROM warnings ORDER BY id DESC LIMIT ?1")?;
+    let mut stmt =
+        conn.prepare_cached("SELECT at, text FROM warnings ORDER BY id DESC LIMIT ?1")?;
     let rows = stmt.query_map([n], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
     let mut out = Vec::new();
     for r in rows {

@@ -71,10 +71,8 @@ pub enum Seen {
 
 /// Whether the mail with `key` was handled, and how.
 pub fn seen(conn: &Connection, key: &str) -> rusqlite::Result<Option<Seen>> {
-    conn.query_row(
-        "SELECT outcome, detail FROM mail_inbox_seen WHERE key = ?1",
-        [key],
-        |r| {
+    conn.prepare_cached("SELECT outcome, detail FROM mail_inbox_seen WHERE key = ?1")?
+        .query_row([key], |r| {
             let outcome: String = r.get(0)?;
             let detail: Option<String> = r.get(1)?;
             Ok(if outcome == "processed" {
@@ -82,9 +80,8 @@ pub fn seen(conn: &Connection, key: &str) -> rusqlite::Result<Option<Seen>> {
             } else {
                 Seen::Rejected(detail.unwrap_or_default())
             })
-        },
-    )
-    .optional()
+        })
+        .optional()
 }
 
 /// Records that the mail with `key` was handled (inside the handler's
@@ -99,43 +96,39 @@ pub fn record(
         Seen::Processed => ("processed", None),
         Seen::Rejected(r) => ("rejected", Some(r.as_str())),
     };
-    conn.execute(
+    conn.prepare_cached(
         "INSERT OR IGNORE INTO mail_inbox_seen (key, outcome, detail, seen_at)
          VALUES (?1, ?2, ?3, ?4)",
-        params![key, o, d, now.unix() as i64],
-    )?;
-    conn.execute("DELETE FROM mail_inbox_failures WHERE key = ?1", [key])?;
+    )?
+    .execute(params![key, o, d, now.unix() as i64])?;
+    conn.prepare_cached("DELETE FROM mail_inbox_failures WHERE key = ?1")?
+        .execute([key])?;
     Ok(())
 }
 
 /// Counts a passing failure to handle `key`; returns the attempts so far.
 pub fn count_failure(conn: &Connection, key: &str, error: &str) -> rusqlite::Result<u32> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO mail_inbox_failures (key, attempts, last_error) VALUES (?1, 1, ?2)
          ON CONFLICT (key) DO UPDATE SET attempts = attempts + 1, last_error = ?2",
-        params![key, error],
-    )?;
-    let n: i64 = conn.query_row(
-        "SELECT attempts FROM mail_inbox_failures WHERE key = ?1",
-        [key],
-        |r| r.get(0),
-    )?;
+    )?
+    .execute(params![key, error])?;
+    let n: i64 = conn
+        .prepare_cached("SELECT attempts FROM mail_inbox_failures WHERE key = ?1")?
+        .query_row([key], |r| r.get(0))?;
     Ok(u32::try_from(n).unwrap_or(u32::MAX))
 }
 
 /// The stored IMAP position of `mailbox`: (UIDVALIDITY, last UID handled).
 pub fn position(conn: &Connection, mailbox: &str) -> rusqlite::Result<Option<(u32, u32)>> {
-    conn.query_row(
-        "SELECT uidvalidity, last_uid FROM mail_imap_state WHERE mailbox = ?1",
-        [mailbox],
-        |r| {
+    conn.prepare_cached("SELECT uidvalidity, last_uid FROM mail_imap_state WHERE mailbox = ?1")?
+        .query_row([mailbox], |r| {
             Ok((
                 u32::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
                 u32::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
             ))
-        },
-    )
-    .optional()
+        })
+        .optional()
 }
 
 /// Stores the IMAP position of `mailbox`.
@@ -145,27 +138,30 @@ pub fn set_position(
     uidvalidity: u32,
     last_uid: u32,
 ) -> rusqlite::Result<()> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO mail_imap_state (mailbox, uidvalidity, last_uid) VALUES (?1, ?2, ?3)
          ON CONFLICT (mailbox) DO UPDATE SET uidvalidity = ?2, last_uid = ?3",
-        params![mailbox, i64::from(uidvalidity), i64::from(last_uid)],
-    )?;
+    )?
+    .execute(params![
+        mailbox,
+        i64::from(uidvalidity),
+        i64::from(last_uid)
+    ])?;
     Ok(())
 }
 
 /// How many mails were handled, by outcome: (processed, rejected).
 pub fn counts(conn: &Connection) -> rusqlite::Result<(u64, u64)> {
-    conn.query_row(
+    conn.prepare_cached(
         "SELECT COALESCE(SUM(outcome = 'processed'), 0), COALESCE(SUM(outcome = 'rejected'), 0)
          FROM mail_inbox_seen",
-        [],
-        |r| {
-            Ok((
-                r.get::<_, i64>(0)?.max(0) as u64,
-                r.get::<_, i64>(1)?.max(0) as u64,
-            ))
-        },
-    )
+    )?
+    .query_row([], |r| {
+        Ok((
+            r.get::<_, i64>(0)?.max(0) as u64,
+            r.get::<_, i64>(1)?.max(0) as u64,
+        ))
+    })
 }
 
 #[cfg(test)]

@@ -64,19 +64,19 @@ pub fn enqueue(
     now: Timestamp,
 ) -> Result<MessageId, OutboxError> {
     let raw = build_mail(mail)?;
-    conn.execute(
+    conn.prepare_cached(
         "INSERT OR IGNORE INTO mail_outbox
             (message_id, sender, recipient, subject, raw, queued_at, state, next_attempt_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?6)",
-        params![
-            mail.message_id.as_str(),
-            mail.from,
-            mail.to,
-            mail.subject,
-            raw,
-            now.unix() as i64
-        ],
-    )?;
+    )?
+    .execute(params![
+        mail.message_id.as_str(),
+        mail.from,
+        mail.to,
+        mail.subject,
+        raw,
+        now.unix() as i64
+    ])?;
     Ok(mail.message_id.clone())
 }
 
@@ -131,11 +131,8 @@ pub fn due(
 /// The earliest instant at which a pending mail is due, if any.
 pub fn next_due(conn: &Connection) -> Result<Option<Timestamp>, OutboxError> {
     let t: Option<i64> = conn
-        .query_row(
-            "SELECT MIN(next_attempt_at) FROM mail_outbox WHERE state = 'pending'",
-            [],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT MIN(next_attempt_at) FROM mail_outbox WHERE state = 'pending'")?
+        .query_row([], |r| r.get(0))
         .optional()?
         .flatten();
     Ok(t.map(|t| Timestamp::from_unix(t.max(0) as u64)))
@@ -145,20 +142,20 @@ pub fn next_due(conn: &Connection) -> Result<Option<Timestamp>, OutboxError> {
 /// `retry_at` in case this one never reports back (a crash). Commit this
 /// before talking to the server.
 pub fn begin_attempt(conn: &Connection, id: i64, retry_at: Timestamp) -> Result<(), OutboxError> {
-    conn.execute(
+    conn.prepare_cached(
         "UPDATE mail_outbox SET attempts = attempts + 1, next_attempt_at = ?2
          WHERE id = ?1 AND state = 'pending'",
-        params![id, retry_at.unix() as i64],
-    )?;
+    )?
+    .execute(params![id, retry_at.unix() as i64])?;
     Ok(())
 }
 
 /// The server accepted the mail.
 pub fn mark_sent(conn: &Connection, id: i64, now: Timestamp) -> Result<(), OutboxError> {
-    conn.execute(
+    conn.prepare_cached(
         "UPDATE mail_outbox SET state = 'sent', done_at = ?2, last_error = NULL WHERE id = ?1",
-        params![id, now.unix() as i64],
-    )?;
+    )?
+    .execute(params![id, now.unix() as i64])?;
     Ok(())
 }
 
@@ -169,10 +166,10 @@ pub fn mark_retry(
     retry_at: Timestamp,
     error: &str,
 ) -> Result<(), OutboxError> {
-    conn.execute(
+    conn.prepare_cached(
         "UPDATE mail_outbox SET next_attempt_at = ?2, last_error = ?3 WHERE id = ?1",
-        params![id, retry_at.unix() as i64, error],
-    )?;
+    )?
+    .execute(params![id, retry_at.unix() as i64, error])?;
     Ok(())
 }
 
@@ -183,10 +180,10 @@ pub fn mark_failed(
     now: Timestamp,
     error: &str,
 ) -> Result<(), OutboxError> {
-    conn.execute(
+    conn.prepare_cached(
         "UPDATE mail_outbox SET state = 'failed', done_at = ?2, last_error = ?3 WHERE id = ?1",
-        params![id, now.unix() as i64, error],
-    )?;
+    )?
+    .execute(params![id, now.unix() as i64, error])?;
     Ok(())
 }
 
@@ -200,7 +197,7 @@ pub struct OutboxStats {
 
 pub fn stats(conn: &Connection) -> Result<OutboxStats, OutboxError> {
     let mut s = OutboxStats::default();
-    let mut stmt = conn.prepare("SELECT state, COUNT(*) FROM mail_outbox GROUP BY state")?;
+    let mut stmt = conn.prepare_cached("SELECT state, COUNT(*) FROM mail_outbox GROUP BY state")?;
     let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
     for row in rows {
         let (state, n) = row?;
@@ -227,7 +224,7 @@ pub struct OutboxEntry {
 
 /// Every outbox row, oldest first.
 pub fn list(conn: &Connection) -> Result<Vec<OutboxEntry>, OutboxError> {
-    let mut stmt = conn.prepare(
+    let mut stmt = conn.prepare_cached(
         "SELECT message_id, recipient, subject, state, attempts, last_error
          FROM mail_outbox ORDER BY id",
     )?;

@@ -12,6 +12,8 @@
 //!   issuer with later payments and deposits of the same notes).
 //! - `notes`: every note state the wallet held; `spent` is what this
 //!   wallet paid out of it, so the rest (`held - spent`) is spendable.
+//! - `note_totals`: what the spendable notes of each currency hold, kept
+//!   by triggers on `notes`.
 //! - `ops`: every operation as a durable state machine (the history);
 //!   `before_env` is an envelope that travels ahead of the request.
 //! - `agents`: the pinned key of each exchange agent, by address.
@@ -25,7 +27,7 @@ use crate::error::WalletError;
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
-const MIGRATIONS: &[&str] = &["
+pub(crate) const MIGRATIONS: &[&str] = &["
 CREATE TABLE meta (
     id          INTEGER PRIMARY KEY CHECK (id = 1),
     address     TEXT NOT NULL,
@@ -131,6 +133,45 @@ CREATE TABLE agents (
 -- exchange's first payment before its second-payment request), and with
 -- it on every resend.
 ALTER TABLE ops ADD COLUMN before_env BLOB;
+", "
+-- What the spendable states of each currency hold (the sum of
+-- held - spent), kept by triggers on every change to `notes`: read in one
+-- row however many notes there are, and right whichever code changed them.
+CREATE TABLE note_totals (
+    currency    TEXT PRIMARY KEY,
+    spendable   INTEGER NOT NULL CHECK (spendable >= 0)
+) STRICT;
+INSERT INTO note_totals (currency, spendable)
+    SELECT currency, SUM(held - spent) FROM notes WHERE state = 'spendable' GROUP BY currency;
+-- What summed the notes before: one page less to write per note change.
+DROP INDEX notes_spendable;
+
+CREATE TRIGGER notes_total_insert AFTER INSERT ON notes BEGIN
+    INSERT OR IGNORE INTO note_totals (currency, spendable) VALUES (NEW.currency, 0);
+    UPDATE note_totals
+       SET spendable = spendable + CASE WHEN NEW.state = 'spendable' THEN NEW.held - NEW.spent ELSE 0 END
+     WHERE currency = NEW.currency;
+END;
+CREATE TRIGGER notes_total_update AFTER UPDATE OF currency, held, spent, state ON notes BEGIN
+    UPDATE note_totals
+       SET spendable = spendable - CASE WHEN OLD.state = 'spendable' THEN OLD.held - OLD.spent ELSE 0 END
+     WHERE currency = OLD.currency;
+    INSERT OR IGNORE INTO note_totals (currency, spendable) VALUES (NEW.currency, 0);
+    UPDATE note_totals
+       SET spendable = spendable + CASE WHEN NEW.state = 'spendable' THEN NEW.held - NEW.spent ELSE 0 END
+     WHERE currency = NEW.currency;
+END;
+CREATE TRIGGER notes_total_delete AFTER DELETE ON notes BEGIN
+    UPDATE note_totals
+       SET spendable = spendable - CASE WHEN OLD.state = 'spendable' THEN OLD.held - OLD.spent ELSE 0 END
+     WHERE currency = OLD.currency;
+END;
+
+-- Choosing the notes of a payment without reading every note: the
+-- spendable states of a card by what is left in them (then newest first,
+-- the tie-break of `pay::choose`).
+CREATE INDEX notes_by_rest ON notes (card, held - spent, acquired_at DESC, state_id DESC)
+    WHERE state = 'spendable';
 "];
 
 pub fn schema_version() -> i64 {

@@ -228,10 +228,8 @@ fn sign<T: Body>(body: T, key: &mailer::crypto::SecretKey) -> Result<Envelope, W
 }
 
 fn set_detail(conn: &Connection, op: i64, detail: &str) -> Result<(), WalletError> {
-    conn.execute(
-        "UPDATE ops SET detail = ?2 WHERE id = ?1",
-        params![op, detail],
-    )?;
+    conn.prepare_cached("UPDATE ops SET detail = ?2 WHERE id = ?1")?
+        .execute(params![op, detail])?;
     Ok(())
 }
 
@@ -268,10 +266,12 @@ pub fn add_agent(
         }
         return Ok(false);
     }
-    conn.execute(
-        "INSERT INTO agents (address, key, added_at) VALUES (?1, ?2, ?3)",
-        params![address, key.as_bytes().as_slice(), store::sql_time(now)],
-    )?;
+    conn.prepare_cached("INSERT INTO agents (address, key, added_at) VALUES (?1, ?2, ?3)")?
+        .execute(params![
+            address,
+            key.as_bytes().as_slice(),
+            store::sql_time(now)
+        ])?;
     Ok(true)
 }
 
@@ -962,10 +962,8 @@ fn pay(
     d.parts = parts;
     d.exchange = Some(x);
     ops::set_data(conn, op.id, &d)?;
-    conn.execute(
-        "UPDATE cards SET locked_by = ?2 WHERE id = ?1 AND locked_by IS NULL",
-        params![receive_card.id, op.id],
-    )?;
+    conn.prepare_cached("UPDATE cards SET locked_by = ?2 WHERE id = ?1 AND locked_by IS NULL")?
+        .execute(params![receive_card.id, op.id])?;
     ops::set_state(
         conn,
         op,
@@ -999,10 +997,9 @@ fn unlock_receiving(
     x: &ExchangeData,
     now: Timestamp,
 ) -> Result<(), WalletError> {
-    let n = conn.execute(
-        "UPDATE cards SET locked_by = NULL WHERE id = ?1 AND locked_by = ?2",
-        params![x.receive_card, op.id],
-    )?;
+    let n = conn
+        .prepare_cached("UPDATE cards SET locked_by = NULL WHERE id = ?1 AND locked_by = ?2")?
+        .execute(params![x.receive_card, op.id])?;
     if n > 0 {
         handler::pay_waiting(conn, w, x.to, now)?;
     }

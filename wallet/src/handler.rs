@@ -250,18 +250,19 @@ fn license_granted(
             "the issuer's license does not name this card",
             now,
         )?;
-        conn.execute("UPDATE cards SET state = 'failed' WHERE id = ?1", [card_id])?;
+        conn.prepare_cached("UPDATE cards SET state = 'failed' WHERE id = ?1")?
+            .execute([card_id])?;
         return Ok(Outcome::Ignored("a license for another card".into()));
     }
     let l = license.unverified();
-    conn.execute(
+    conn.prepare_cached(
         "UPDATE cards SET license = ?2, expires_at = ?3, state = 'active' WHERE id = ?1",
-        params![
-            card_id,
-            license.envelope().to_bytes()?,
-            sql_time(l.expires_at)
-        ],
-    )?;
+    )?
+    .execute(params![
+        card_id,
+        license.envelope().to_bytes()?,
+        sql_time(l.expires_at)
+    ])?;
     ops::set_state(
         conn,
         &op,
@@ -279,10 +280,14 @@ fn enrolled(
     now: Timestamp,
 ) -> Result<Outcome, WalletError> {
     let e = s.unverified();
-    conn.execute(
+    conn.prepare_cached(
         "UPDATE accounts SET state = 'enrolled', name = ?2, balance = ?3 WHERE currency = ?1",
-        params![op.currency.as_str(), e.account, sql_amount(e.balance)],
-    )?;
+    )?
+    .execute(params![
+        op.currency.as_str(),
+        e.account,
+        sql_amount(e.balance)
+    ])?;
     ops::set_state(
         conn,
         &op,
@@ -349,10 +354,8 @@ fn notes_issued(
             now,
         )?;
     }
-    conn.execute(
-        "UPDATE accounts SET balance = ?2 WHERE currency = ?1",
-        params![op.currency.as_str(), sql_amount(issued.balance)],
-    )?;
+    conn.prepare_cached("UPDATE accounts SET balance = ?2 WHERE currency = ?1")?
+        .execute(params![op.currency.as_str(), sql_amount(issued.balance)])?;
     ops::set_state(
         conn,
         &op,
@@ -387,10 +390,8 @@ fn deposit_receipt(
             )),
         }
     }
-    conn.execute(
-        "UPDATE accounts SET balance = ?2 WHERE currency = ?1",
-        params![op.currency.as_str(), sql_amount(r.balance)],
-    )?;
+    conn.prepare_cached("UPDATE accounts SET balance = ?2 WHERE currency = ?1")?
+        .execute(params![op.currency.as_str(), sql_amount(r.balance)])?;
     let mut detail = format!(
         "credited {} {}",
         r.credited.display_major(op.currency),
@@ -421,15 +422,15 @@ fn revocation_list(
             "a revocation list not signed by the pinned issuer".into(),
         ));
     }
-    conn.execute(
+    conn.prepare_cached(
         "UPDATE issuers SET revocations = ?2, revocation_version = ?3
          WHERE currency = ?1 AND revocation_version < ?3",
-        params![
-            list.currency.as_str(),
-            s.envelope().to_bytes()?,
-            i64::try_from(list.version).unwrap_or(i64::MAX)
-        ],
-    )?;
+    )?
+    .execute(params![
+        list.currency.as_str(),
+        s.envelope().to_bytes()?,
+        i64::try_from(list.version).unwrap_or(i64::MAX)
+    ])?;
     Ok(Outcome::Done)
 }
 
@@ -488,15 +489,14 @@ fn error_reply(
     let detail = format!("{} ({}): {}", e.code, e.code.text(), e.reason);
     match op.kind.as_str() {
         "enroll" => {
-            conn.execute(
-                "UPDATE accounts SET state = 'failed' WHERE currency = ?1",
-                [op.currency.as_str()],
-            )?;
+            conn.prepare_cached("UPDATE accounts SET state = 'failed' WHERE currency = ?1")?
+                .execute([op.currency.as_str()])?;
             ops::set_state(conn, &op, "failed", &detail, now)?;
         }
         "license" => {
             if let Some(c) = op.data.card {
-                conn.execute("UPDATE cards SET state = 'failed' WHERE id = ?1", [c])?;
+                conn.prepare_cached("UPDATE cards SET state = 'failed' WHERE id = ?1")?
+                    .execute([c])?;
             }
             ops::set_state(conn, &op, "failed", &detail, now)?;
         }
@@ -609,10 +609,8 @@ fn address(
     let mut data = op.data.clone();
     data.address = Some(s.envelope().clone());
     ops::set_data(conn, op.id, &data)?;
-    conn.execute(
-        "UPDATE ops SET next_resend_at = NULL WHERE id = ?1",
-        [op.id],
-    )?;
+    conn.prepare_cached("UPDATE ops SET next_resend_at = NULL WHERE id = ?1")?
+        .execute([op.id])?;
     ops::set_state(
         conn,
         &op,
@@ -945,10 +943,8 @@ fn payment(
     let signed_by_payer = op.data.payer.is_some_and(|k| s.verify_signer(&k).is_ok());
     if !signed_by_payer {
         let why = "the payment is not signed by the card that sent the invite (damaged or forged on the way); the transfer is still open";
-        conn.execute(
-            "UPDATE ops SET detail = ?2 WHERE id = ?1",
-            params![op.id, format!("refused a payment: {why}")],
-        )?;
+        conn.prepare_cached("UPDATE ops SET detail = ?2 WHERE id = ?1")?
+            .execute(params![op.id, format!("refused a payment: {why}")])?;
         refuse(
             conn,
             w,

@@ -184,7 +184,7 @@ fn ops_where(
     cond: &str,
     p: impl rusqlite::Params,
 ) -> Result<Vec<Op>, WalletError> {
-    let mut stmt = conn.prepare(&format!(
+    let mut stmt = conn.prepare_cached(&format!(
         "SELECT {OP_COLS} FROM ops WHERE {cond} ORDER BY id"
     ))?;
     let rows = stmt.query_map(p, op_row)?;
@@ -252,21 +252,21 @@ fn encode(data: &OpData) -> Result<Vec<u8>, WalletError> {
 }
 
 pub fn insert_op(conn: &Connection, o: &NewOp<'_>, now: Timestamp) -> Result<i64, WalletError> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO ops (kind, currency, amount, peer, memo, state, transfer, data, created_at, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
-        params![
-            o.kind,
-            o.currency.as_str(),
-            sql_amount(o.amount),
-            o.peer,
-            o.memo,
-            o.state,
-            o.transfer.map(|t| t.as_bytes().to_vec()),
-            encode(&o.data)?,
-            sql_time(now),
-        ],
-    )?;
+    )?
+    .execute(params![
+        o.kind,
+        o.currency.as_str(),
+        sql_amount(o.amount),
+        o.peer,
+        o.memo,
+        o.state,
+        o.transfer.map(|t| t.as_bytes().to_vec()),
+        encode(&o.data)?,
+        sql_time(now),
+    ])?;
     Ok(conn.last_insert_rowid())
 }
 
@@ -279,44 +279,39 @@ pub fn set_state(
     now: Timestamp,
 ) -> Result<(), WalletError> {
     let fin = FINAL_STATES.contains(&state);
-    conn.execute(
+    conn.prepare_cached(
         "UPDATE ops SET state = ?2, detail = ?3, final = ?4, updated_at = ?5,
                         next_resend_at = CASE WHEN ?4 = 1 THEN NULL ELSE next_resend_at END
          WHERE id = ?1",
-        params![op.id, state, detail, i64::from(fin), sql_time(now)],
-    )?;
+    )?
+    .execute(params![op.id, state, detail, i64::from(fin), sql_time(now)])?;
     Ok(())
 }
 
 pub fn set_data(conn: &Connection, op: i64, data: &OpData) -> Result<(), WalletError> {
-    conn.execute(
-        "UPDATE ops SET data = ?2 WHERE id = ?1",
-        params![op, encode(data)?],
-    )?;
+    conn.prepare_cached("UPDATE ops SET data = ?2 WHERE id = ?1")?
+        .execute(params![op, encode(data)?])?;
     Ok(())
 }
 
 /// Names the op's transfer (an exchange learns its TrID from the offer).
 pub fn set_transfer(conn: &Connection, op: i64, transfer: &Id) -> Result<(), WalletError> {
-    conn.execute(
-        "UPDATE ops SET transfer = ?2 WHERE id = ?1",
-        params![op, transfer.as_bytes().as_slice()],
-    )?;
+    conn.prepare_cached("UPDATE ops SET transfer = ?2 WHERE id = ?1")?
+        .execute(params![op, transfer.as_bytes().as_slice()])?;
     Ok(())
 }
 
 /// Stops sending the op's request again (the answer came, or the op now
 /// waits for something else).
 pub fn stop_resending(conn: &Connection, op: i64) -> Result<(), WalletError> {
-    conn.execute("UPDATE ops SET next_resend_at = NULL WHERE id = ?1", [op])?;
+    conn.prepare_cached("UPDATE ops SET next_resend_at = NULL WHERE id = ?1")?
+        .execute([op])?;
     Ok(())
 }
 
 pub fn set_amount(conn: &Connection, op: i64, amount: Amount) -> Result<(), WalletError> {
-    conn.execute(
-        "UPDATE ops SET amount = ?2 WHERE id = ?1",
-        params![op, sql_amount(amount)],
-    )?;
+    conn.prepare_cached("UPDATE ops SET amount = ?2 WHERE id = ?1")?
+        .execute(params![op, sql_amount(amount)])?;
     Ok(())
 }
 
@@ -368,23 +363,24 @@ impl Wallet {
             envelope.id().as_bytes(),
             &0u64.to_be_bytes(),
         ])?;
-        conn.execute(
+        conn.prepare_cached(
             "UPDATE ops SET request = ?2, request_env = ?3, before_env = ?4,
                             thread = COALESCE(thread, ?5), sends = 1,
                             next_resend_at = ?6, updated_at = ?7
              WHERE id = ?1",
-            params![
-                op,
-                envelope.id().as_bytes().as_slice(),
-                envelope.to_bytes()?,
-                before.map(Envelope::to_bytes).transpose()?,
-                mid.as_str(),
-                sql_time(now.saturating_add_secs(RESEND_AFTER_SECS)),
-                sql_time(now),
-            ],
-        )?;
-        let thread: Option<String> =
-            conn.query_row("SELECT thread FROM ops WHERE id = ?1", [op], |r| r.get(0))?;
+        )?
+        .execute(params![
+            op,
+            envelope.id().as_bytes().as_slice(),
+            envelope.to_bytes()?,
+            before.map(Envelope::to_bytes).transpose()?,
+            mid.as_str(),
+            sql_time(now.saturating_add_secs(RESEND_AFTER_SECS)),
+            sql_time(now),
+        ])?;
+        let thread: Option<String> = conn
+            .prepare_cached("SELECT thread FROM ops WHERE id = ?1")?
+            .query_row([op], |r| r.get(0))?;
         let references = thread
             .as_deref()
             .and_then(|t| MessageId::parse(t).ok())
@@ -494,16 +490,16 @@ pub fn add_issuer(
             )));
         }
     }
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO issuers (currency, address, key, added_at) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (currency) DO UPDATE SET address = ?2",
-        params![
-            currency.as_str(),
-            address,
-            key.as_bytes().as_slice(),
-            sql_time(now)
-        ],
-    )?;
+    )?
+    .execute(params![
+        currency.as_str(),
+        address,
+        key.as_bytes().as_slice(),
+        sql_time(now)
+    ])?;
     Ok(())
 }
 
@@ -523,10 +519,8 @@ pub fn enroll(
                 a.state
             )));
         }
-        conn.execute(
-            "DELETE FROM accounts WHERE currency = ?1",
-            [currency.as_str()],
-        )?;
+        conn.prepare_cached("DELETE FROM accounts WHERE currency = ?1")?
+            .execute([currency.as_str()])?;
     }
     let key = SecretKey::generate();
     let secret = w.vault.store(conn, &key)?;
@@ -544,10 +538,10 @@ pub fn enroll(
         },
         now,
     )?;
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO accounts (currency, secret, public, state, op) VALUES (?1, ?2, ?3, 'enrolling', ?4)",
-        params![currency.as_str(), secret, key.public().as_bytes().as_slice(), op],
-    )?;
+    )?
+    .execute(params![currency.as_str(), secret, key.public().as_bytes().as_slice(), op])?;
     let env = sign(
         EnrollRequest {
             currency,
@@ -585,18 +579,18 @@ pub fn new_card(
     let ps = w.vault.store(conn, &card.payment)?;
     let as_ = w.vault.store(conn, &card.auth)?;
     let keys = card.keys();
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO cards (currency, payment_public, auth_public, payment_secret, auth_secret, state, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, 'licensing', ?6)",
-        params![
-            currency.as_str(),
-            keys.payment.as_bytes().as_slice(),
-            keys.auth.as_bytes().as_slice(),
-            ps,
-            as_,
-            sql_time(now)
-        ],
-    )?;
+    )?
+    .execute(params![
+        currency.as_str(),
+        keys.payment.as_bytes().as_slice(),
+        keys.auth.as_bytes().as_slice(),
+        ps,
+        as_,
+        sql_time(now)
+    ])?;
     let card_id = conn.last_insert_rowid();
     let op = insert_op(
         conn,
@@ -694,7 +688,8 @@ pub fn pay_out(
     now: Timestamp,
     margin_secs: u64,
 ) -> Result<PaidOut, WalletError> {
-    let notes = store::spendable(conn, card.id)?;
+    let deadline = now.saturating_add_secs(margin_secs);
+    let notes = store::candidates(conn, card.id, amount, deadline)?;
     let states: Vec<Spendable> = notes
         .iter()
         .enumerate()
@@ -704,15 +699,14 @@ pub fn pay_out(
             expires_at: n.expires_at,
         })
         .collect();
-    let parts = choose(&states, amount, now.saturating_add_secs(margin_secs)).ok_or_else(|| {
-        WalletError::InsufficientFunds {
+    let parts =
+        choose(&states, amount, deadline).ok_or_else(|| WalletError::InsufficientFunds {
             currency: card.currency,
             available: store::spendable_total(conn, card.currency)
                 .map(|a| a.display_major(card.currency))
                 .unwrap_or_default(),
             wanted: amount.display_major(card.currency),
-        }
-    })?;
+        })?;
     let secret = card.secret(conn, &w.vault)?;
     let mut out = Vec::new();
     let mut taken = Vec::new();
@@ -829,12 +823,12 @@ pub fn send(
     store::need_issuer(conn, currency)?;
     let card = store::active_card(conn, currency)?;
     // What other unfinished sends will take is not available.
-    let promised: i64 = conn.query_row(
-        "SELECT COALESCE(SUM(amount), 0) FROM ops
-         WHERE kind = 'send' AND final = 0 AND state IN ('inviting', 'addressed') AND currency = ?1",
-        [currency.as_str()],
-        |r| r.get(0),
-    )?;
+    let promised: i64 = conn
+        .prepare_cached(
+            "SELECT COALESCE(SUM(amount), 0) FROM ops
+             WHERE kind = 'send' AND final = 0 AND state IN ('inviting', 'addressed') AND currency = ?1",
+        )?
+        .query_row([currency.as_str()], |r| r.get(0))?;
     let available = store::spendable_total(conn, currency)?
         .checked_sub(amount_of(promised))
         .unwrap_or(Amount::ZERO);
@@ -943,10 +937,8 @@ pub fn refresh_revocations(
             false,
             now,
         )?;
-        conn.execute(
-            "UPDATE issuers SET revocations_asked_at = ?2 WHERE currency = ?1",
-            params![i.currency.as_str(), sql_time(now)],
-        )?;
+        conn.prepare_cached("UPDATE issuers SET revocations_asked_at = ?2 WHERE currency = ?1")?
+            .execute(params![i.currency.as_str(), sql_time(now)])?;
         asked += 1;
     }
     Ok(asked)
@@ -958,7 +950,7 @@ pub fn refresh_revocations(
 pub fn resend_due(conn: &Connection, w: &Wallet, now: Timestamp) -> Result<usize, WalletError> {
     type Due = (i64, String, Vec<u8>, Option<Vec<u8>>, i64);
     let due: Vec<Due> = {
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT id, peer, request_env, before_env, sends FROM ops
              WHERE final = 0 AND request_env IS NOT NULL AND next_resend_at <= ?1 AND sends < ?2",
         )?;
@@ -978,8 +970,9 @@ pub fn resend_due(conn: &Connection, w: &Wallet, now: Timestamp) -> Result<usize
         let n = u64::try_from(*sends).unwrap_or(0);
         let mid = w.message_id(&[b"wallet-request", env.id().as_bytes(), &n.to_be_bytes()])?;
         envelopes.push(env);
-        let thread: Option<String> =
-            conn.query_row("SELECT thread FROM ops WHERE id = ?1", [id], |r| r.get(0))?;
+        let thread: Option<String> = conn
+            .prepare_cached("SELECT thread FROM ops WHERE id = ?1")?
+            .query_row([id], |r| r.get(0))?;
         let refs = thread
             .as_deref()
             .and_then(|t| MessageId::parse(t).ok())
@@ -997,10 +990,8 @@ pub fn resend_due(conn: &Connection, w: &Wallet, now: Timestamp) -> Result<usize
             now,
         )?;
         let backoff = RESEND_AFTER_SECS.saturating_mul(1 << n.min(6));
-        conn.execute(
-            "UPDATE ops SET sends = sends + 1, next_resend_at = ?2 WHERE id = ?1",
-            params![id, sql_time(now.saturating_add_secs(backoff))],
-        )?;
+        conn.prepare_cached("UPDATE ops SET sends = sends + 1, next_resend_at = ?2 WHERE id = ?1")?
+            .execute(params![id, sql_time(now.saturating_add_secs(backoff))])?;
     }
     Ok(due.len())
 }
@@ -1009,9 +1000,8 @@ pub fn resend_due(conn: &Connection, w: &Wallet, now: Timestamp) -> Result<usize
 /// send its request again.
 pub fn next_resend(conn: &Connection, id: i64) -> Result<Option<Timestamp>, WalletError> {
     let v: Option<i64> = conn
-        .query_row("SELECT next_resend_at FROM ops WHERE id = ?1", [id], |r| {
-            r.get(0)
-        })
+        .prepare_cached("SELECT next_resend_at FROM ops WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
         .optional()?
         .flatten();
     Ok(v.map(time))

@@ -59,11 +59,8 @@ impl Vault {
     /// Opens the vault of an existing wallet.
     pub fn unlock(conn: &Connection, passphrase: Option<&str>) -> Result<Vault, WalletError> {
         let row: Option<(String, Sealing)> = conn
-            .query_row(
-                "SELECT kdf, salt, check_blob FROM meta WHERE id = 1",
-                [],
-                |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))),
-            )
+            .prepare_cached("SELECT kdf, salt, check_blob FROM meta WHERE id = 1")?
+            .query_row([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))
             .optional()?;
         let Some((kdf, (salt, check))) = row else {
             return Err(WalletError::Corrupt("no wallet metadata".into()));
@@ -122,16 +119,16 @@ impl Vault {
     /// Stores a secret key; returns its row id.
     pub fn store(&self, conn: &Connection, key: &SecretKey) -> Result<i64, WalletError> {
         let sealed = self.seal_bytes(&key.seed())?;
-        conn.execute("INSERT INTO secrets (sealed) VALUES (?1)", params![sealed])?;
+        conn.prepare_cached("INSERT INTO secrets (sealed) VALUES (?1)")?
+            .execute(params![sealed])?;
         Ok(conn.last_insert_rowid())
     }
 
     /// Reads a secret key back.
     pub fn load(&self, conn: &Connection, id: i64) -> Result<SecretKey, WalletError> {
         let blob: Vec<u8> = conn
-            .query_row("SELECT sealed FROM secrets WHERE id = ?1", [id], |r| {
-                r.get(0)
-            })
+            .prepare_cached("SELECT sealed FROM secrets WHERE id = ?1")?
+            .query_row([id], |r| r.get(0))
             .optional()?
             .ok_or_else(|| WalletError::Corrupt(format!("secret {id} is missing")))?;
         let plain = self.open_bytes(&blob)?;
