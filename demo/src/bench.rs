@@ -424,7 +424,9 @@ pub fn run(stage: &Stage, say: &Say, args: &BenchArgs) -> Result<Value> {
         agent.party.account.as_ref(),
     ];
     accounts.extend(wallets.iter().map(|w| w.account.as_ref()));
+    let wallet_accounts: Vec<&Account> = wallets.iter().map(|w| w.account.as_ref()).collect();
     let (mails_before, bytes_before) = mailbox_totals(stage, &accounts)?;
+    let (to_wallets_before, _) = mailbox_totals(stage, &wallet_accounts)?;
     let pids = [
         ("agent", agent.daemon.pid()),
         ("JPY issuer", jpy.daemon.pid()),
@@ -515,6 +517,11 @@ pub fn run(stage: &Stage, say: &Say, args: &BenchArgs) -> Result<Value> {
     let mails = mails_after.saturating_sub(mails_before);
     let mail_bytes = bytes_after.saturating_sub(bytes_before);
     let per_exchange = mails as f64 / exchanges as f64;
+    // Each exchange is three requests to the agent and three answers to a
+    // wallet; the rest is the agent's float upkeep with the issuers.
+    let (to_wallets_after, _) = mailbox_totals(stage, &wallet_accounts)?;
+    let protocol_per_exchange =
+        2.0 * to_wallets_after.saturating_sub(to_wallets_before) as f64 / exchanges as f64;
     let mean_size = if mails > 0 {
         (mail_bytes / mails as u64) as usize
     } else {
@@ -589,6 +596,7 @@ pub fn run(stage: &Stage, say: &Say, args: &BenchArgs) -> Result<Value> {
         "exchanges_per_s": rate,
         "mails": mails,
         "mails_per_exchange": per_exchange,
+        "exchange_mails_per_exchange": protocol_per_exchange,
         "mean_mail_bytes": mean_size,
         "raw": {
             "mails": raw.mails, "senders": raw.senders, "size": raw.size,
@@ -666,9 +674,10 @@ fn print_table(say: &Say, r: &Value, names: &[&str; 4], phases: &[Vec<Duration>;
         ));
     }
     t.push_str(&format!(
-        "\nExchanges: {:.2}/s; mails per exchange: {:.2} ({} bytes on average)\n",
+        "\nExchanges: {:.2}/s; mails per exchange: {:.2} ({:.2} between wallet and agent, the rest the agent's float upkeep with the issuers; {} bytes on average)\n",
         f(&r["exchanges_per_s"]),
         f(&r["mails_per_exchange"]),
+        f(&r["exchange_mails_per_exchange"]),
         r["mean_mail_bytes"]
     ));
     t.push_str(&format!(

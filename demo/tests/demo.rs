@@ -372,8 +372,14 @@ fn the_bench_runs_exchanges_end_to_end_and_reports_figures() {
     let r = json_of(&out, "demo bench");
     assert_eq!(r["exchanges"], 6, "{r:#}");
     // Quote request, offer, acceptance, signed offer, 1st payment with the
-    // 2nd-payment request, 2nd payment: counted in the mailboxes.
-    assert_eq!(r["mails_per_exchange"].as_f64(), Some(6.0), "{r:#}");
+    // 2nd-payment request, 2nd payment: counted in the mailboxes. The
+    // agent's float upkeep with the issuers may add some.
+    assert_eq!(
+        r["exchange_mails_per_exchange"].as_f64(),
+        Some(6.0),
+        "{r:#}"
+    );
+    assert!(r["mails_per_exchange"].as_f64().unwrap() >= 6.0, "{r:#}");
     let phases = r["phases"].as_array().unwrap();
     assert_eq!(phases.len(), 4);
     for p in phases {
