@@ -628,7 +628,7 @@ pub fn second_request(cx: &Cx<'_>, s: &Signed<SecondPaymentRequest>) -> Result<A
     );
     let (notes, _) = match paid {
         Ok(x) => x,
-        Err(WalletError::InsufficientFunds { .. }) => {
+        Err(WalletError::InsufficientFunds { .. } | WalletError::TooManyNotes { .. }) => {
             let text = format!(
                 "cannot make the second payment of TrID {}: the {} float cannot pay {} now",
                 t.tr_id.to_hex(),

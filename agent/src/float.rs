@@ -94,14 +94,19 @@ fn recharge(
         if surplus.is_zero() {
             return Ok(());
         }
-        match ops::deposit(conn, &agent.wallet, currency, surplus, now) {
-            Ok(_) => {
-                tracing::info!(%currency, "float above its high mark: depositing {}", surplus.display_major(currency));
-                r.deposits.push((currency, surplus));
+        // A surplus held in many small notes may take more notes than one
+        // deposit carries: deposit what one can, the rest on a later round.
+        let surplus = match ops::deposit(conn, &agent.wallet, currency, surplus, now) {
+            Ok(_) => surplus,
+            Err(wallet::WalletError::TooManyNotes { at_most, .. }) if !at_most.is_zero() => {
+                ops::deposit(conn, &agent.wallet, currency, at_most, now)?;
+                at_most
             }
-            Err(wallet::WalletError::InsufficientFunds { .. }) => {}
+            Err(wallet::WalletError::InsufficientFunds { .. }) => return Ok(()),
             Err(e) => return Err(e.into()),
-        }
+        };
+        tracing::info!(%currency, "float above its high mark: depositing {}", surplus.display_major(currency));
+        r.deposits.push((currency, surplus));
     }
     Ok(())
 }

@@ -564,3 +564,51 @@ fn a_cheating_agent_takes_the_first_payment_and_withholds_the_second() {
     assert!(r.outbox().is_empty());
     assert_eq!(r.trade_state(&t.tr_id), "paid");
 }
+
+#[test]
+fn a_surplus_in_many_small_notes_is_deposited_as_much_as_one_deposit_carries() {
+    let mut r = Rig::new();
+    // 100 notes of 100 JPY: 10,000 JPY, far above the high mark.
+    r.float(Currency::JPY, &[100; 100]);
+    let later = NOW.saturating_add_secs(1);
+    let op = ops::enroll(&r.conn, &r.agent.wallet, Currency::JPY, "CODE", later).unwrap();
+    let request = ops::op(&r.conn, op).unwrap().request.unwrap();
+    let enrolled = Signed::sign(
+        mailer::messages::Enrolled {
+            request,
+            currency: Currency::JPY,
+            account: "agent".into(),
+            balance: Amount::ZERO,
+        },
+        &r.jpy.key,
+    )
+    .unwrap();
+    r.receive("jpy@example.test", vec![enrolled.into_envelope()], later);
+    r.outbox();
+    store::set_limits(&r.conn, Currency::JPY, Amount::new(0), Amount::new(1_000)).unwrap();
+    // The surplus (10,000 - 500) would take 95 notes; one deposit carries 64.
+    let round = float::round(&r.conn, &r.agent, later).unwrap();
+    assert_eq!(round.deposits, vec![(Currency::JPY, Amount::new(6_400))]);
+    let deposits: Vec<_> = r
+        .outbox()
+        .into_iter()
+        .filter(|e| e.kind() == "deposit")
+        .collect();
+    assert_eq!(deposits.len(), 1, "{deposits:?}");
+    let body = Signed::<mailer::messages::Deposit>::from_envelope(deposits[0].clone())
+        .unwrap()
+        .unverified()
+        .clone();
+    assert_eq!(body.notes.len(), mailer::limits::MAX_NOTES);
+    // One deposit operation, nothing left half made; none more while it is under way.
+    let open: Vec<_> = wallet::ops::open_ops(&r.conn)
+        .unwrap()
+        .into_iter()
+        .filter(|o| o.kind == "deposit")
+        .collect();
+    assert_eq!(open.len(), 1);
+    assert!(float::round(&r.conn, &r.agent, later)
+        .unwrap()
+        .deposits
+        .is_empty());
+}

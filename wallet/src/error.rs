@@ -38,6 +38,18 @@ pub enum WalletError {
         available: String,
         wanted: String,
     },
+    #[error(
+        "paying {wanted} {currency} takes {needed} notes, more than the {most} one payment may carry; pay at most {} {currency} at a time",
+        at_most.display_major(*currency)
+    )]
+    TooManyNotes {
+        currency: Currency,
+        wanted: String,
+        needed: usize,
+        most: usize,
+        /// The most one payment can carry now: the largest notes' worth.
+        at_most: mailer::money::Amount,
+    },
 }
 
 impl WalletError {

@@ -927,7 +927,7 @@ fn pay(
         ops::NOTE_MARGIN_SECS,
     ) {
         Ok(x) => x,
-        Err(e @ WalletError::InsufficientFunds { .. }) => {
+        Err(e @ (WalletError::InsufficientFunds { .. } | WalletError::TooManyNotes { .. })) => {
             ops::set_state(conn, op, "failed", &format!("nothing was paid: {e}"), now)?;
             return Ok(Outcome::Done);
         }

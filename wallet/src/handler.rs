@@ -660,7 +660,7 @@ pub fn pay_waiting(
         ops::NOTE_MARGIN_SECS,
     ) {
         Ok(x) => x,
-        Err(e @ WalletError::InsufficientFunds { .. }) => {
+        Err(e @ (WalletError::InsufficientFunds { .. } | WalletError::TooManyNotes { .. })) => {
             ops::set_state(conn, &op, "refused", &format!("not paid: {e}"), now)?;
             return Ok(false);
         }

@@ -19,6 +19,7 @@
 use mailer::crypto::{digest, Challenge, Digest, Id, SecretKey};
 use mailer::envelope::{Body, Envelope, Signed};
 use mailer::license::CardSecret;
+use mailer::limits::MAX_NOTES;
 use mailer::messages::{
     Deposit, EnrollRequest, LicenseRequest, PaymentInvite, RevocationListRequest, WithdrawRequest,
 };
@@ -707,6 +708,21 @@ pub fn pay_out(
                 .unwrap_or_default(),
             wanted: amount.display_major(card.currency),
         })?;
+    if parts.len() > MAX_NOTES {
+        let mut at_most = Amount::ZERO;
+        for n in notes.iter().take(MAX_NOTES) {
+            at_most = at_most.checked_add(n.rest()).ok_or_else(|| {
+                WalletError::Corrupt("the notes of a card overflow an amount".into())
+            })?;
+        }
+        return Err(WalletError::TooManyNotes {
+            currency: card.currency,
+            wanted: amount.display_major(card.currency),
+            needed: parts.len(),
+            most: MAX_NOTES,
+            at_most,
+        });
+    }
     let secret = card.secret(conn, &w.vault)?;
     let mut out = Vec::new();
     let mut taken = Vec::new();
@@ -743,6 +759,18 @@ pub fn deposit(
             "the {currency} card is busy with an unfinished payment (operation {by}); run `wallet sync --wait` and try again"
         )));
     }
+    // Expired notes are still deposited (the issuer takes them). The notes
+    // are chosen first: a deposit that cannot be made leaves no operation.
+    let (notes, parts) = pay_out(
+        conn,
+        w,
+        &card,
+        amount,
+        issuer.key,
+        Deposit::challenge_for(&account.public),
+        now,
+        0,
+    )?;
     let op = insert_op(
         conn,
         &NewOp {
@@ -756,17 +784,6 @@ pub fn deposit(
             data: OpData::default(),
         },
         now,
-    )?;
-    // Expired notes are still deposited (the issuer takes them).
-    let (notes, parts) = pay_out(
-        conn,
-        w,
-        &card,
-        amount,
-        issuer.key,
-        Deposit::challenge_for(&account.public),
-        now,
-        0,
     )?;
     let licenses = store::licenses_for(conn, &notes)?;
     set_data(
