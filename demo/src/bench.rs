@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context as _, Result};
 use clap::Args;
 use serde_json::{json, Value};
-use testmail::harness::{Account, InboxWatch, ServerKind};
+use testmail::harness::{Account, ServerKind};
 
 use crate::cast::{not_interrupted, Party, Stage};
 use crate::story::{self, Agent, Float, Issuer, Say};
@@ -159,19 +159,33 @@ fn timed_run(stage: &Stage, party: &Party, args: &[&str]) -> Result<(Option<i32>
     Ok((status.code(), lines))
 }
 
-/// Every account of the run, for counting mail.
-fn mailbox_totals(stage: &Stage, accounts: &[&Account]) -> Result<(usize, u64)> {
-    let mut count = 0;
-    let mut bytes = 0u64;
-    for a in accounts {
+/// The mail held in every mailbox of the run, read once per mailbox.
+#[derive(Debug, Clone, Copy, Default)]
+struct MailCount {
+    mails: usize,
+    bytes: u64,
+    /// Of `mails`, those in the wallets' mailboxes.
+    to_wallets: usize,
+}
+
+fn count_mail(stage: &Stage, daemons: &[&Account], wallets: &[&Account]) -> Result<MailCount> {
+    let mut c = MailCount::default();
+    for (a, is_wallet) in daemons
+        .iter()
+        .map(|a| (a, false))
+        .chain(wallets.iter().map(|a| (a, true)))
+    {
         let sizes = stage
             .rt
             .block_on(stage.server.message_sizes(a))
             .with_context(|| format!("cannot count the mail of {}", a.address))?;
-        count += sizes.len();
-        bytes += sizes.iter().map(|&s| u64::from(s)).sum::<u64>();
+        c.mails += sizes.len();
+        c.bytes += sizes.iter().map(|&s| u64::from(s)).sum::<u64>();
+        if is_wallet {
+            c.to_wallets += sizes.len();
+        }
     }
-    Ok((count, bytes))
+    Ok(c)
 }
 
 /// The agent's ways of reading its mailbox that the probes compare, with
@@ -245,11 +259,12 @@ fn probe_round_trips(
                 r
             });
             let timed = stage.rt.block_on(async {
-                let deadline = Instant::now() + Duration::from_secs(60);
-                arrival(&mut to_agent, a0, &failed, deadline).await?;
+                let limit = Duration::from_secs(60);
+                let failed = || failed.load(Ordering::SeqCst);
+                to_agent.wait_past_unless(a0, limit, failed).await?;
                 let request_in = Instant::now();
-                arrival(&mut to_probe, p0, &failed, deadline).await?;
-                Ok::<_, anyhow::Error>(request_in.elapsed())
+                to_probe.wait_past_unless(p0, limit, failed).await?;
+                Ok::<_, testmail::harness::HarnessError>(request_in.elapsed())
             });
             command
                 .join()
@@ -261,29 +276,6 @@ fn probe_round_trips(
         }
     }
     Ok(out)
-}
-
-/// Waits until `watch` sees a delivery past `uid` (asked every 2 ms),
-/// unless the command that should cause it has `failed` or the deadline
-/// passes.
-async fn arrival(
-    watch: &mut InboxWatch,
-    uid: u32,
-    failed: &AtomicBool,
-    deadline: Instant,
-) -> Result<()> {
-    loop {
-        if watch.next_uid().await? > uid {
-            return Ok(());
-        }
-        if failed.load(Ordering::SeqCst) {
-            bail!("the wallet's command failed");
-        }
-        if Instant::now() >= deadline {
-            bail!("nothing came within 60 s");
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
 }
 
 /// The whole bench; its figures as JSON.
@@ -418,15 +410,13 @@ pub fn run(stage: &Stage, say: &Say, args: &BenchArgs) -> Result<Value> {
         "{exchanges} exchanges of {} JPY by {} wallets at once",
         args.amount, args.wallets
     ));
-    let mut accounts: Vec<&Account> = vec![
+    let daemon_accounts: Vec<&Account> = vec![
         jpy.party.account.as_ref(),
         usd.party.account.as_ref(),
         agent.party.account.as_ref(),
     ];
-    accounts.extend(wallets.iter().map(|w| w.account.as_ref()));
     let wallet_accounts: Vec<&Account> = wallets.iter().map(|w| w.account.as_ref()).collect();
-    let (mails_before, bytes_before) = mailbox_totals(stage, &accounts)?;
-    let (to_wallets_before, _) = mailbox_totals(stage, &wallet_accounts)?;
+    let before = count_mail(stage, &daemon_accounts, &wallet_accounts)?;
     let pids = [
         ("agent", agent.daemon.pid()),
         ("JPY issuer", jpy.daemon.pid()),
@@ -513,15 +503,14 @@ pub fn run(stage: &Stage, say: &Say, args: &BenchArgs) -> Result<Value> {
     agent.daemon.check()?;
     jpy.daemon.check()?;
     usd.daemon.check()?;
-    let (mails_after, bytes_after) = mailbox_totals(stage, &accounts)?;
-    let mails = mails_after.saturating_sub(mails_before);
-    let mail_bytes = bytes_after.saturating_sub(bytes_before);
+    let after = count_mail(stage, &daemon_accounts, &wallet_accounts)?;
+    let mails = after.mails.saturating_sub(before.mails);
+    let mail_bytes = after.bytes.saturating_sub(before.bytes);
     let per_exchange = mails as f64 / exchanges as f64;
     // Each exchange is three requests to the agent and three answers to a
     // wallet; the rest is the agent's float upkeep with the issuers.
-    let (to_wallets_after, _) = mailbox_totals(stage, &wallet_accounts)?;
     let protocol_per_exchange =
-        2.0 * to_wallets_after.saturating_sub(to_wallets_before) as f64 / exchanges as f64;
+        2.0 * after.to_wallets.saturating_sub(before.to_wallets) as f64 / exchanges as f64;
     let mean_size = if mails > 0 {
         (mail_bytes / mails as u64) as usize
     } else {

@@ -194,11 +194,27 @@ impl InboxWatch {
     /// Waits until INBOX's UIDNEXT is past `uid` (asked every 5 ms); the
     /// UIDNEXT then.
     pub async fn wait_past(&mut self, uid: u32, timeout: Duration) -> Result<u32, HarnessError> {
+        self.wait_past_unless(uid, timeout, || false).await
+    }
+
+    /// [`Self::wait_past`], giving up (an error) as soon as `give_up` says
+    /// so: when what should deliver the mail has failed.
+    pub async fn wait_past_unless(
+        &mut self,
+        uid: u32,
+        timeout: Duration,
+        give_up: impl Fn() -> bool,
+    ) -> Result<u32, HarnessError> {
         let started = Instant::now();
         loop {
             let now = self.next_uid().await?;
             if now > uid {
                 return Ok(now);
+            }
+            if give_up() {
+                return Err(HarnessError::Unexpected(format!(
+                    "gave up waiting for a new message in INBOX (UIDNEXT past {uid})"
+                )));
             }
             if started.elapsed() > timeout {
                 return Err(HarnessError::Timeout {
