@@ -3,11 +3,6 @@
 //! process of its own, all in one folder; the demo runs them as a user
 //! would and says what happens. Exits non-zero if any step fails.
 
-mod bench;
-mod bins;
-mod cast;
-mod story;
-
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -15,9 +10,10 @@ use anyhow::{bail, Context as _, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use testmail::harness::ServerKind;
 
-use crate::bins::Bins;
-use crate::cast::Stage;
-use crate::story::Say;
+use demo::bench;
+use demo::bins::Bins;
+use demo::cast::Stage;
+use demo::story::{self, Say};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Server {

@@ -134,6 +134,7 @@ fn u64_of(v: &Value, field: &str) -> Result<u64> {
         .with_context(|| format!("no {field:?} in {v}"))
 }
 
+#[derive(Debug)]
 pub struct Issuer {
     pub party: Party,
     pub currency: &'static str,
@@ -306,6 +307,7 @@ pub fn wallet(stage: &Stage, role: &str, issuers: &[(&Issuer, u64)]) -> Result<P
     Ok(w)
 }
 
+#[derive(Debug)]
 pub struct Agent {
     pub party: Party,
     pub key: String,
@@ -330,6 +332,7 @@ impl Agent {
 
 /// What the agent is given: paid in at each issuer, and withdrawn as its
 /// float, in major units.
+#[derive(Debug)]
 pub struct Float {
     pub jpy_paid_in: u64,
     pub usd_paid_in: u64,
