@@ -394,7 +394,10 @@ pub fn first_payment(cx: &Cx<'_>, s: &Signed<FirstPayment>) -> Result<Answer, Ag
     };
     // Not taken: everything received is paid back.
     let refund = refund(cx, s, &card, &view, code)?;
-    if let Some(t) = trade.filter(|t| t.state == "signed") {
+    // A trade that was still waiting for this payment, or had lapsed
+    // before it came, ends refunded: its record then holds the refund.
+    // A trade already paid keeps its state (this was a second payment).
+    if let Some(t) = trade.filter(|t| matches!(t.state.as_str(), "signed" | "expired")) {
         store::set_trade(
             cx.conn,
             &t.tr_id,

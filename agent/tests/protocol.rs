@@ -507,6 +507,8 @@ fn lapsed_offers_release_their_reservation_and_recharge_withdraws() {
         r.one::<Refund>().unverified().reason,
         ErrorCode::FirstPaymentLate
     );
+    // The trade's record says so: it lapsed, then its payment went back.
+    assert_eq!(r.trade_state(&t.tr_id), "refunded");
 
     // Below the low mark with an enrolled account: a withdrawal to the middle.
     let op = ops::enroll(&r.conn, &r.agent.wallet, Currency::USD, "CODE", later).unwrap();
