@@ -63,8 +63,14 @@ fn sum(conn: &Connection, sql: &str, params: &[&dyn rusqlite::ToSql]) -> Result<
 
 /// Checks the books (see the module docs).
 pub fn audit(conn: &Connection, issuer: &Issuer) -> Result<AuditReport, IssuerError> {
-    let me = issuer.public_key();
-    let me = me.as_bytes().as_slice();
+    audit_books(conn, &issuer.public_key())
+}
+
+/// [`audit`] with the issuer's public key alone (from
+/// [`store::identity`]): what a reader without the secret key can check,
+/// on a read-only connection.
+pub fn audit_books(conn: &Connection, key: &PublicKey) -> Result<AuditReport, IssuerError> {
+    let me = key.as_bytes().as_slice();
     let mut p = Vec::new();
     let issued = sum(conn, "SELECT value FROM notes", &[])?;
     let credited = sum(conn, "SELECT amount FROM credits", &[])?;
@@ -218,7 +224,7 @@ pub fn audit(conn: &Connection, issuer: &Issuer) -> Result<AuditReport, IssuerEr
 
     // Proofs.
     for row in store::overspends(conn)? {
-        match row.proof.verify(&issuer.public_key()) {
+        match row.proof.verify(key) {
             Ok(o) => {
                 if o.guilty != row.guilty || o.state != row.state || row.proof.id() != row.proof_id
                 {

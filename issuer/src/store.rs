@@ -26,6 +26,15 @@ pub(crate) fn decode_signed<T: Body>(bytes: &[u8], what: &str) -> Result<Signed<
 
 // ---- meta -----------------------------------------------------------------
 
+/// The issuer's public key and policy, as written at its creation (None
+/// for a database without an issuer): what a reader that holds no secret
+/// key needs to check the books ([`crate::audit::audit_books`]).
+pub fn identity(
+    conn: &Connection,
+) -> Result<Option<(PublicKey, crate::IssuerConfig)>, IssuerError> {
+    crate::db::load_meta(conn)
+}
+
 /// The current revocation list version and when it was made.
 pub fn revocation_version(conn: &Connection) -> Result<(u64, Timestamp), IssuerError> {
     let (v, at): (i64, i64) = conn.query_row(
@@ -356,6 +365,21 @@ pub fn state(conn: &Connection, id: &Digest) -> Result<Option<StateRow>, IssuerE
         .transpose()
 }
 
+/// Every state seen (issuances and links, backed or not), by note then
+/// state id: for the checks that read the whole tree (the deployment-wide
+/// conservation check), not for the mail path.
+pub fn all_states(conn: &Connection) -> Result<Vec<StateRow>, IssuerError> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {STATE_COLUMNS} FROM states ORDER BY note_id, state_id"
+    ))?;
+    let rows = stmt.query_map([], state_from_row)?;
+    let mut out = Vec::new();
+    for r in rows {
+        out.push(r?.typed()?);
+    }
+    Ok(out)
+}
+
 /// Good states held by `holder` (for refunds), in a fixed order.
 pub fn states_held_by(conn: &Connection, holder: &PublicKey) -> Result<Vec<StateRow>, IssuerError> {
     let mut stmt = conn.prepare_cached(&format!(
@@ -529,6 +553,18 @@ pub fn is_credited(conn: &Connection, state: &Digest) -> Result<bool, IssuerErro
         .query_row([state.as_bytes().as_slice()], |_| Ok(()))
         .optional()?
         .is_some())
+}
+
+/// Every credit: the deposit state credited and the amount, by state id.
+pub fn credits(conn: &Connection) -> Result<Vec<(Digest, Amount)>, IssuerError> {
+    let mut stmt = conn.prepare("SELECT state_id, amount FROM credits ORDER BY state_id")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)))?;
+    let mut out = Vec::new();
+    for r in rows {
+        let (id, amount) = r?;
+        out.push((digest_from_sql(&id)?, from_sql_amount(amount)?));
+    }
+    Ok(out)
 }
 
 pub fn insert_credit(
@@ -794,4 +830,71 @@ pub fn revoke(conn: &Connection, r: &Revocation, now: Timestamp) -> Result<bool,
         ],
     )?;
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests
+
+    use mailer::crypto::digest;
+    use mailer::money::Currency;
+    use mailer::testkit::{card, TestIssuer, NOW};
+
+    use super::*;
+
+    #[test]
+    fn the_whole_tree_and_the_credits_read_back_as_written() {
+        let conn = crate::db::open_in_memory().unwrap();
+        assert!(identity(&conn).unwrap().is_none());
+        create_account(&conn, "a", NOW).unwrap();
+        let mut jpy = TestIssuer::new(1, Currency::JPY);
+        let holder = card(2).keys();
+        let note = jpy.issue(500, &holder);
+        insert_note(&conn, &note.issuance, "a", &digest(&[b"req"]), NOW).unwrap();
+        let paid = mailer::testkit::pay(
+            &note,
+            &card(2),
+            &card(3).keys(),
+            200,
+            mailer::crypto::Challenge::random(),
+        );
+        let link = paid.links.last().unwrap();
+        insert_link(
+            &conn,
+            &NewLink {
+                id: &link.id(),
+                note: &note.id(),
+                parent: &note.id(),
+                holder: &card(3).keys().payment,
+                value: Amount::new(200),
+                good: true,
+                link: link.envelope(),
+            },
+            NOW,
+        )
+        .unwrap();
+        insert_credit(
+            &conn,
+            &link.id(),
+            "a",
+            Amount::new(200),
+            &digest(&[b"dep"]),
+            NOW,
+        )
+        .unwrap();
+
+        let states = all_states(&conn).unwrap();
+        assert_eq!(states.len(), 2);
+        let root = states.iter().find(|s| s.parent.is_none()).unwrap();
+        assert_eq!(
+            (root.id, root.value, root.holder),
+            (note.id(), Amount::new(500), holder.payment)
+        );
+        let child = states.iter().find(|s| s.parent.is_some()).unwrap();
+        assert_eq!(
+            (child.parent, child.value),
+            (Some(note.id()), Amount::new(200))
+        );
+        assert_eq!(credits(&conn).unwrap(), vec![(link.id(), Amount::new(200))]);
+    }
 }

@@ -602,6 +602,86 @@ pub fn unspend(conn: &Connection, state: &Digest, amount: Amount) -> Result<(), 
     Ok(())
 }
 
+/// One row of `notes` with its status, for readers of the whole book.
+#[derive(Clone, Debug)]
+pub struct StoredNote {
+    pub row: NoteRow,
+    pub currency: Currency,
+    /// `spendable` (its rest may be paid) or `gone` (spent to the last unit).
+    pub state: String,
+    /// The op that brought it.
+    pub op: i64,
+}
+
+/// Every note state the wallet has held, spendable or gone, by state id:
+/// for checks that read the whole book (the deployment-wide conservation
+/// check), not for paying.
+pub fn all_notes(conn: &Connection) -> Result<Vec<StoredNote>, WalletError> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {NOTE_COLS}, currency, state, op FROM notes ORDER BY state_id"
+    ))?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            note_row(r)?,
+            r.get::<_, String>(6)?,
+            r.get::<_, String>(7)?,
+            r.get::<_, i64>(8)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for r in rows {
+        let (t, currency, state, op) = r?;
+        out.push(StoredNote {
+            row: to_note(t)?,
+            currency: currency_of(&currency)?,
+            state,
+            op,
+        });
+    }
+    Ok(out)
+}
+
+/// A request of an unfinished op that still waits for its answer, as it is
+/// sent again: the envelope travelling ahead of it (an exchange's first
+/// payment), then the request itself.
+#[derive(Clone, Debug)]
+pub struct AwaitedRequest {
+    pub op: i64,
+    pub kind: String,
+    pub state: String,
+    pub before: Option<Envelope>,
+    pub request: Envelope,
+}
+
+/// The requests of every unfinished op that holds one, by op id.
+pub fn awaited_requests(conn: &Connection) -> Result<Vec<AwaitedRequest>, WalletError> {
+    let mut stmt = conn.prepare(
+        "SELECT id, kind, state, before_env, request_env FROM ops
+         WHERE final = 0 AND request_env IS NOT NULL ORDER BY id",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, Option<Vec<u8>>>(3)?,
+            r.get::<_, Vec<u8>>(4)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for r in rows {
+        let (op, kind, state, before, request) = r?;
+        out.push(AwaitedRequest {
+            op,
+            kind,
+            state,
+            before: before.as_deref().map(envelope_of).transpose()?,
+            request: envelope_of(&request)?,
+        });
+    }
+    Ok(out)
+}
+
 /// What the wallet can spend in `currency` now (expired notes included:
 /// they are still deposited). One row of `note_totals`.
 pub fn spendable_total(conn: &Connection, currency: Currency) -> Result<Amount, WalletError> {
@@ -673,6 +753,43 @@ mod tests {
 
     fn state(i: u64) -> Digest {
         mailer::crypto::digest(&[&i.to_be_bytes()])
+    }
+
+    #[test]
+    fn the_whole_book_lists_spendable_and_gone_states_with_their_status() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = notes_db(&dir);
+        let mut usd = TestIssuer::new(2, Currency::USD);
+        let note = usd.issue(1_000, &card(3).keys());
+        for i in 0..3 {
+            insert_note(&conn, &note, &state(i), 1, Amount::new(100), NOW, 7, NOW).unwrap();
+        }
+        spend(&conn, &state(1), Amount::new(100)).unwrap();
+        spend(&conn, &state(2), Amount::new(40)).unwrap();
+        let all = all_notes(&conn).unwrap();
+        let mut ids: Vec<Digest> = (0..3).map(state).collect();
+        ids.sort();
+        assert_eq!(all.iter().map(|n| n.row.state_id).collect::<Vec<_>>(), ids);
+        let by = |i: u64| all.iter().find(|n| n.row.state_id == state(i)).unwrap();
+        assert_eq!(
+            (by(0).state.as_str(), by(0).row.rest()),
+            ("spendable", Amount::new(100))
+        );
+        assert_eq!(
+            (by(1).state.as_str(), by(1).row.rest()),
+            ("gone", Amount::ZERO)
+        );
+        assert_eq!(
+            (by(2).state.as_str(), by(2).row.rest()),
+            ("spendable", Amount::new(60))
+        );
+        assert!(all.iter().all(|n| n.currency == Currency::USD && n.op == 7));
+        // The book agrees with the totals the triggers keep.
+        assert_eq!(
+            spendable_total(&conn, Currency::USD).unwrap(),
+            Amount::new(160)
+        );
+        assert!(awaited_requests(&conn).unwrap().is_empty());
     }
 
     #[test]
