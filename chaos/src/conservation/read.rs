@@ -184,12 +184,12 @@ pub(crate) fn read(homes: &Homes, unhandled_mail: &[Vec<u8>]) -> Result<Facts> {
         read_wallet(w, &issuers, agent, &mut facts)?;
     }
     for raw in unhandled_mail {
-        let to = mailer::mime::read_headers(raw)
+        let subject = mailer::mime::read_headers(raw)
             .subject
             .unwrap_or_else(|| "no subject".into());
         for note in notes_in_mail(raw) {
             facts.carried.push(Carried {
-                place: format!("an unhandled mail ({to})"),
+                place: format!("an unhandled mail ({subject})"),
                 note,
             });
         }

@@ -181,12 +181,7 @@ pub(crate) fn tally(facts: Facts) -> Report {
             let refunded = row.map_or(0, |r| r.refunded.minor_units());
             add(&mut t.refunded, refunded);
             let passed = out.get(id).copied().unwrap_or(0).saturating_add(refunded);
-            let ctx = Ctx {
-                books,
-                note,
-                id,
-                node: n,
-            };
+            let ctx = Ctx { books, id, node: n };
             let (claim, place) = place_of(&ctx, tree, row, refunded, t);
             let kept = passed.saturating_add(claim);
             if kept > n.value {
@@ -277,7 +272,6 @@ fn insert_path(tree: &mut Tree, states: &[mailer::note::StateView]) {
 
 struct Ctx<'a> {
     books: &'a Books,
-    note: &'a Digest,
     id: &'a Digest,
     node: &'a Node,
 }
@@ -290,7 +284,6 @@ fn place_of(
     refunded: u64,
     t: &mut Totals,
 ) -> (u64, Place) {
-    let _ = ctx.note;
     let n = ctx.node;
     if n.holder == ctx.books.key {
         // A deposit link: the issuer's once it has it.
