@@ -17,17 +17,12 @@ use demo::cast::{Party, Stage};
 use demo::story::{self, Float, Say};
 use rusqlite::{params, Connection};
 use serde_json::Value;
-use testmail::harness::{workspace_binary, TestServer};
+use testmail::harness::TestServer;
 
 const STEP: Duration = Duration::from_secs(60);
 
 fn bins() -> Bins {
-    let mut dir = None;
-    for p in ["issuer", "agent", "wallet"] {
-        let bin = workspace_binary(p, env!("CARGO")).unwrap();
-        dir = bin.parent().map(Path::to_path_buf);
-    }
-    Bins::find(dir, false).unwrap()
+    Bins::built(env!("CARGO")).unwrap()
 }
 
 /// The last op of `kind` in a wallet's history (open ones included).

@@ -47,6 +47,18 @@ impl Bins {
         Ok(Bins { dir })
     }
 
+    /// The programs as cargo built them for a test (`cargo` is the test's
+    /// `env!("CARGO")`): built now if missing.
+    pub fn built(cargo: &str) -> Result<Bins> {
+        let mut dir = None;
+        for p in PROGRAMS {
+            let bin = testmail::harness::workspace_binary(p, cargo)
+                .with_context(|| format!("cannot build or find the {p} program"))?;
+            dir = bin.parent().map(Path::to_path_buf);
+        }
+        Bins::find(dir, false)
+    }
+
     pub fn path(&self, program: &str) -> PathBuf {
         self.dir.join(program)
     }

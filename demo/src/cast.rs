@@ -56,6 +56,25 @@ pub fn not_interrupted() -> Result<()> {
     Ok(())
 }
 
+/// The mail server a command line asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Server {
+    /// testmail's own server, started on loopback (with its fault hooks).
+    Embedded,
+    /// The Postfix + Dovecot that `testmail/real-server.sh start` runs
+    /// (found through the variables `testmail/real-server.sh env` prints).
+    Real,
+}
+
+impl Server {
+    pub fn kind(self) -> ServerKind {
+        match self {
+            Server::Embedded => ServerKind::Embedded,
+            Server::Real => ServerKind::Real,
+        }
+    }
+}
+
 /// Which program a party is run with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Program {
@@ -357,6 +376,25 @@ impl Party {
             .with_context(|| format!("cannot run {}", self.program.name()))
     }
 
+    /// Starts the program with `args`, recorded, its stdout and stderr
+    /// appended to `log`: a command that may be killed halfway.
+    pub fn start_logged(&self, stage: &Stage, args: &[&str], log: &Path) -> Result<Child> {
+        not_interrupted()?;
+        stage.record(&self.shown(stage, args));
+        let open = || {
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .with_context(|| format!("cannot open {}", log.display()))
+        };
+        self.command(stage, args)
+            .stdout(open()?)
+            .stderr(open()?)
+            .spawn()
+            .with_context(|| format!("cannot run {}", self.program.name()))
+    }
+
     /// Starts the program's daemon (`run`), its log in `logs/ROLE.log`.
     pub fn spawn(&self, stage: &Stage, args: &[&str]) -> Result<Daemon> {
         let logs = stage.dir.join("logs");
@@ -415,6 +453,12 @@ impl Daemon {
     /// The daemon's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// `kill -9`: no chance to finish anything; reaped before this returns.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// SIGTERM, and SIGKILL if it has not stopped after five seconds.

@@ -7,22 +7,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context as _, Result};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use testmail::harness::ServerKind;
 
 use demo::bench;
 use demo::bins::Bins;
-use demo::cast::Stage;
+use demo::cast::{Server, Stage};
 use demo::story::{self, Say};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Server {
-    /// testmail's own server, started by the demo on loopback.
-    Embedded,
-    /// The Postfix + Dovecot that `testmail/real-server.sh start` runs
-    /// (found through the variables `testmail/real-server.sh env` prints).
-    Real,
-}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -165,10 +156,7 @@ fn run(cli: &Cli, say: &Say) -> Result<()> {
     let folder = folder(cli.keep.as_deref())?;
     say.start_clock();
     let dir = folder.path().to_path_buf();
-    let kind = match cli.server {
-        Server::Embedded => ServerKind::Embedded,
-        Server::Real => ServerKind::Real,
-    };
+    let kind = cli.server.kind();
     say.plain("E-money by email: two issuers, an exchange agent and three wallets.");
     say.plain(&format!("Everything lives in {}.", dir.display()));
     let stage = Stage::new(bins, dir.clone(), kind)?;

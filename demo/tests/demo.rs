@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
-use testmail::harness::{workspace_binary, ServerKind, TestServer};
+use testmail::harness::{ServerKind, TestServer};
 
 const DEMO: &str = env!("CARGO_BIN_EXE_demo");
 
@@ -20,12 +20,7 @@ fn text(b: &[u8]) -> String {
 
 /// The folder holding issuer, agent and wallet (built if missing).
 fn bin_dir() -> PathBuf {
-    let mut dir = None;
-    for p in ["issuer", "agent", "wallet"] {
-        let bin = workspace_binary(p, env!("CARGO")).unwrap();
-        dir = bin.parent().map(Path::to_path_buf);
-    }
-    dir.unwrap()
+    demo::bins::Bins::built(env!("CARGO")).unwrap().dir
 }
 
 fn demo(args: &[&str]) -> Output {
