@@ -496,6 +496,16 @@ fn run_case(
             row.problems.push(format!("a daemon stopped: {e:#}"));
             return Ok(row);
         }
+        // Counts first: a daemon commits the replies it queues before it
+        // files the mail, so what is filed now has its replies in the
+        // outbox read after.
+        let mut counts = Vec::new();
+        let mut missing = Vec::new();
+        for (i, w) in watched.iter().enumerate() {
+            let c = rt.block_on(server.counts(&w.account, &FOLDERS))?;
+            let filed = (c[1] + c[2]).saturating_sub(base_counts[i][1] + base_counts[i][2]);
+            counts.push((c, filed));
+        }
         let mut rows_by_daemon = Vec::new();
         let mut pending = 0;
         let mut to_addr: BTreeMap<String, usize> = BTreeMap::new();
@@ -507,22 +517,18 @@ fn run_case(
             }
             rows_by_daemon.push(rows);
         }
-        let mut counts = Vec::new();
-        let mut missing = Vec::new();
-        for (i, w) in watched.iter().enumerate() {
-            let c = rt.block_on(server.counts(&w.account, &FOLDERS))?;
-            let filed = (c[1] + c[2]).saturating_sub(base_counts[i][1] + base_counts[i][2]);
+        for (w, (c, filed)) in watched.iter().zip(&counts) {
             let want = delivered_to.get(&w.target).copied().unwrap_or(0)
                 + to_addr.get(&w.address).copied().unwrap_or(0);
-            if c[0] > 0 || filed < want {
+            if c[0] > 0 || *filed < want {
                 missing.push(format!(
                     "{} has filed {filed} of {want} mails, {} still in INBOX",
                     w.target.name(),
                     c[0]
                 ));
             }
-            counts.push(c);
         }
+        let counts: Vec<Vec<usize>> = counts.into_iter().map(|(c, _)| c).collect();
         let to_stranger = to_addr.get(&stranger).copied().unwrap_or(0);
         let got = rt.block_on(server.counts(&d.attacker, &["INBOX"]))?[0];
         if got < to_stranger {
