@@ -2,10 +2,15 @@
 //! of a mail, in the watcher's transaction:
 //!
 //! 1. A request decided before (its envelope id is in `agent_requests`)
-//!    gets its stored reply again, in a new mail, and nothing else.
-//! 2. An exchange request goes to [`crate::exchange`]; its decision, the
+//!    gets its stored reply again, in a new mail, and nothing else (unless
+//!    its signature does not verify: the id does not cover it, so a copy
+//!    with a forged signature is refused as such).
+//! 2. What the agent never takes (an envelope that does not decode, an
+//!    unknown kind, a request for an issuer) is refused with a signed
+//!    error, not recorded.
+//! 3. An exchange request goes to [`crate::exchange`]; its decision, the
 //!    state it changes and the reply it queues commit together.
-//! 3. Anything else (the issuers' answers to the agent's own withdrawals,
+//! 4. Anything else (the issuers' answers to the agent's own withdrawals,
 //!    deposits and licenses; payments to its cards) is the agent's wallet's
 //!    business: `wallet::handler::handle_envelope`.
 //!
@@ -15,7 +20,7 @@
 use mailer::crypto::digest;
 use mailer::envelope::{Body, Envelope, Signed};
 use mailer::imap::{Disposition, HandlerError, IncomingMail, MailHandler};
-use mailer::messages::{ErrorReply, Message};
+use mailer::messages::{ErrorCode, ErrorReply, Message};
 use mailer::money::Timestamp;
 use rusqlite::{Connection, Transaction};
 use wallet::handler::{Outcome, Thread};
@@ -80,6 +85,10 @@ pub fn handle_mail(
     )
 }
 
+/// What the agent answers, for refusals.
+const AGENT_HANDLES: &str =
+    "it answers quote-request, offer-acceptance, first-payment and second-payment-request";
+
 fn handle_envelope(
     conn: &Connection,
     agent: &Agent,
@@ -89,8 +98,79 @@ fn handle_envelope(
     withhold_second_payments: bool,
 ) -> Result<Outcome, AgentError> {
     let id = env.id();
+    let unrecorded_n = || {
+        u64::from_be_bytes(
+            digest(&[
+                b"agent-unrecorded",
+                id.as_bytes(),
+                env.signature().as_bytes(),
+            ])
+            .as_bytes()[..8]
+                .try_into()
+                .unwrap_or([0; 8]),
+        )
+    };
     if let Some(stored) = store::decided(conn, &id)? {
+        // The id does not cover the signature: a copy of a decided request
+        // with a forged signature is refused, not answered as the original.
+        if env.verify().is_err() {
+            let refusal = Refusal::new(
+                ErrorCode::BadSignature,
+                "the signature does not verify; the request was not read",
+            );
+            send_error(
+                conn,
+                agent,
+                thread,
+                Some(&env),
+                &refusal,
+                unrecorded_n(),
+                now,
+            )?;
+            return Ok(Outcome::Ignored(format!("refused: {}", refusal.reason)));
+        }
         return replay(conn, agent, thread, &env, stored, now);
+    }
+    // What the agent never takes is refused with a signed reason, so that
+    // the sender learns why (the wallet part would drop it silently).
+    let not_ours = match Message::decode(env.clone()) {
+        Err(e) => Some(Refusal::new(
+            ErrorCode::for_envelope(&e),
+            format!("{e}; the request was not read"),
+        )),
+        Ok(Message::Unknown(_)) => Some(Refusal::new(
+            ErrorCode::UnknownKind,
+            format!(
+                "the agent does not know the message kind {:?}; {AGENT_HANDLES}",
+                env.kind()
+            ),
+        )),
+        Ok(
+            Message::LicenseRequest(_)
+            | Message::RevocationListRequest(_)
+            | Message::EnrollRequest(_)
+            | Message::WithdrawRequest(_)
+            | Message::Deposit(_),
+        ) => Some(Refusal::new(
+            ErrorCode::NotForUs,
+            format!(
+                "a {} is for an issuer, not an exchange agent; {AGENT_HANDLES}",
+                env.kind()
+            ),
+        )),
+        Ok(_) => None,
+    };
+    if let Some(refusal) = not_ours {
+        send_error(
+            conn,
+            agent,
+            thread,
+            Some(&env),
+            &refusal,
+            unrecorded_n(),
+            now,
+        )?;
+        return Ok(Outcome::Ignored(format!("refused: {}", refusal.reason)));
     }
     let message = match Message::decode(env.clone()) {
         Ok(m) => m,
@@ -155,17 +235,15 @@ fn handle_envelope(
             Ok(Outcome::Ignored(format!("refused: {}", refusal.reason)))
         }
         Answer::Unrecorded(refusal) => {
-            let n = u64::from_be_bytes(
-                digest(&[
-                    b"agent-unrecorded",
-                    id.as_bytes(),
-                    env.signature().as_bytes(),
-                ])
-                .as_bytes()[..8]
-                    .try_into()
-                    .unwrap_or([0; 8]),
-            );
-            send_error(conn, agent, thread, Some(&env), &refusal, n, now)?;
+            send_error(
+                conn,
+                agent,
+                thread,
+                Some(&env),
+                &refusal,
+                unrecorded_n(),
+                now,
+            )?;
             Ok(Outcome::Ignored(format!("refused: {}", refusal.reason)))
         }
         Answer::Withheld => Ok(Outcome::Done),

@@ -614,3 +614,82 @@ fn a_surplus_in_many_small_notes_is_deposited_as_much_as_one_deposit_carries() {
         .deposits
         .is_empty());
 }
+
+/// What the agent never takes is refused with a signed reason, not
+/// dropped in silence (found by the hostile-mail corpus): an unknown
+/// kind, a request meant for an issuer, a body over a limit.
+#[test]
+fn unknown_kinds_issuer_requests_and_broken_bodies_get_a_signed_error() {
+    let mut r = Rig::new();
+    let stranger = mailer::testkit::key(77);
+    let unknown = Envelope::seal("teleport-request", vec![0xa0], &stranger).unwrap();
+    r.receive("stranger@example.test", vec![unknown], NOW);
+    assert_eq!(r.error().code, ErrorCode::UnknownKind);
+    let withdraw = Signed::sign(
+        mailer::messages::WithdrawRequest {
+            request_id: Id::random(),
+            currency: Currency::JPY,
+            amount: Amount::new(1_000),
+            card: r.uj.keys(),
+        },
+        &stranger,
+    )
+    .unwrap();
+    r.receive("stranger@example.test", vec![withdraw.into_envelope()], NOW);
+    assert_eq!(r.error().code, ErrorCode::NotForUs);
+    let mut deep = vec![0x81u8; 10_000];
+    deep.push(0);
+    let broken = Envelope::seal("quote-request", deep, &stranger).unwrap();
+    r.receive("stranger@example.test", vec![broken], NOW);
+    assert_eq!(r.error().code, ErrorCode::BadEnvelope);
+    let long = Signed::sign(
+        mailer::messages::PaymentInvite {
+            transfer: Id::random(),
+            currency: Currency::JPY,
+            amount: Amount::new(1),
+            memo: "x".repeat(100_000),
+        },
+        &stranger,
+    )
+    .unwrap();
+    r.receive("stranger@example.test", vec![long.into_envelope()], NOW);
+    assert_eq!(r.error().code, ErrorCode::LimitExceeded);
+    // An error reply is still never answered.
+    let e = Signed::sign(
+        ErrorReply {
+            request: None,
+            request_kind: None,
+            code: ErrorCode::Internal,
+            reason: "no".into(),
+            evidence: Vec::new(),
+        },
+        &stranger,
+    )
+    .unwrap();
+    r.receive("stranger@example.test", vec![e.into_envelope()], NOW);
+    assert!(r.outbox().is_empty());
+}
+
+/// The envelope id does not cover the signature: a copy of a decided
+/// request with a forged signature is refused as forged, not answered
+/// with the stored reply (found by the hostile-mail corpus).
+#[test]
+fn a_copy_of_a_decided_request_with_a_forged_signature_is_refused() {
+    let mut r = Rig::new();
+    r.float(Currency::USD, &[10_000]);
+    let q = r.quote(QuoteAmount::Pay(Amount::new(10_000)), NOW);
+    r.one::<Offer>();
+    let env = q.envelope();
+    let forged = Envelope::from_parts(
+        env.kind().to_string(),
+        env.body().to_vec(),
+        *env.signer(),
+        mailer::testkit::key(99).sign(&env.signed_bytes()),
+    )
+    .unwrap();
+    r.receive("stranger@example.test", vec![forged], NOW);
+    assert_eq!(r.error().code, ErrorCode::BadSignature);
+    // The real request still gets its offer again.
+    r.receive(USER, vec![env.clone()], NOW);
+    r.one::<Offer>();
+}

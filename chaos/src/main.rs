@@ -19,6 +19,7 @@ use demo::story::Say;
   cargo run --release -p chaos -- campaign                      # CI's size, a fresh seed
   chaos campaign --seed 1234                                   # replay a seed
   chaos campaign --exchanges 2000 --transfers 400 --kills 200 --faults 160 --keep /tmp/campaign
+  chaos hostile --server real                                  # hostile mail against the daemons
 
 Exit codes: 0 every check green, 1 a check failed or the run broke, 2 bad usage."
 )]
@@ -41,6 +42,29 @@ enum Command {
 The seed is printed first; the same seed replays the same plan (what each
 wallet does, which party is killed when, which mail fault).")]
     Campaign(CampaignArgs),
+    /// Send every kind of bad mail to running issuer and agent daemons and
+    /// check that each is refused with a signed error or quarantined, no
+    /// daemon stops, and no balance moves. Prints the table.
+    #[command(after_help = "Examples:
+  chaos hostile
+  chaos hostile --server real --keep /tmp/hostile")]
+    Hostile(HostileArgs),
+}
+
+#[derive(Debug, Args)]
+struct HostileArgs {
+    /// Which mail server to run on.
+    #[arg(long, value_enum, default_value = "embedded")]
+    server: Server,
+    /// Keep the deployment (homes, logs, mail) in this folder.
+    #[arg(long, value_name = "DIR")]
+    keep: Option<PathBuf>,
+    /// The folder holding issuer, agent and wallet (default: beside chaos).
+    #[arg(long, value_name = "DIR")]
+    bin_dir: Option<PathBuf>,
+    /// Mails in the burst.
+    #[arg(long, default_value_t = 1_000)]
+    burst: usize,
 }
 
 #[derive(Debug, Args)]
@@ -119,7 +143,18 @@ fn stage(common: &Common) -> Result<(Stage, Option<tempfile::TempDir>)> {
 }
 
 fn run(cli: &Cli) -> Result<bool> {
-    let Command::Campaign(a) = &cli.command;
+    match &cli.command {
+        Command::Campaign(a) => campaign(a),
+        Command::Hostile(h) => chaos::hostile::main(&chaos::hostile::Options {
+            server: h.server.kind(),
+            dir: h.keep.clone(),
+            bins: h.bin_dir.clone(),
+            burst: h.burst,
+        }),
+    }
+}
+
+fn campaign(a: &CampaignArgs) -> Result<bool> {
     let seed = a.seed.unwrap_or_else(chaos::campaign::fresh_seed);
     eprintln!("fault campaign seed {seed} (replay: chaos campaign --seed {seed})");
     let say = Say::new(true);

@@ -7,7 +7,8 @@
 //!    attachment, attachments of other types) is rejected with no reply,
 //!    so the issuer never reflects spam. A protocol mail that cannot be
 //!    read (bad base64, a broken envelope...) gets a signed error.
-//! 2. For each envelope: if its id is in `requests`, the stored reply is
+//! 2. For each envelope: if its id is in `requests` (and its signature
+//!    verifies: the id does not cover it), the stored reply is
 //!    sent again in a new mail (its Message-ID made from the request id and
 //!    a resend counter) and nothing else changes. Otherwise it is decoded
 //!    and handed to its family's handler ([`crate::handlers`]), and the
@@ -155,12 +156,23 @@ fn handle_envelope(
     envelope: Envelope,
 ) -> Result<Option<String>, IssuerError> {
     let id = envelope.id();
-    if let Some(stored) = store::request(cx.conn, &id)? {
-        return replay(cx, thread, &id, stored);
-    }
     let kind = envelope.kind().to_string();
     let signature = *envelope.signature();
     let unrecorded_mid = digest(&[b"issuer-refusal", id.as_bytes(), signature.as_bytes()]);
+    if let Some(stored) = store::request(cx.conn, &id)? {
+        // The id does not cover the signature: a copy of an answered
+        // request with a forged signature is refused, not answered as the
+        // original was.
+        if let Err(e) = envelope.verify() {
+            let refusal = Refusal::new(
+                ErrorCode::for_envelope(&e),
+                format!("{e}; the request was not read"),
+            );
+            send_unrecorded(cx, thread, Some(id), Some(&kind), &refusal, &unrecorded_mid)?;
+            return Ok(Some(refusal.to_string()));
+        }
+        return replay(cx, thread, &id, stored);
+    }
     let message = match Message::decode(envelope.clone()) {
         Ok(m) => m,
         Err(e) => {

@@ -152,3 +152,34 @@ fn several_requests_in_one_mail_are_answered_one_by_one() {
     assert_eq!(w.balance("alice"), Amount::new(700));
     w.audit_ok();
 }
+
+/// The envelope id does not cover the signature: a copy of an answered
+/// request whose signature was replaced must be refused as forged, not
+/// answered with the stored reply (found by the hostile-mail corpus).
+#[test]
+fn a_copy_of_an_answered_request_with_a_forged_signature_is_refused() {
+    let mut w = World::new();
+    let alice = w.user("alice", 30, 10_000);
+    let withdraw = w.withdraw_request(&alice, 1_500);
+    let first = w.ask(withdraw.clone());
+    assert_eq!(first.envelope.kind(), "notes-issued");
+    let before = snapshot(&w);
+    let forged = Envelope::from_parts(
+        withdraw.kind().to_string(),
+        withdraw.body().to_vec(),
+        *withdraw.signer(),
+        key(99).sign(&withdraw.signed_bytes()),
+    )
+    .unwrap();
+    assert_eq!(forged.id(), withdraw.id(), "same id, other signature");
+    let reply = w.ask(forged);
+    assert_eq!(reply.code(), ErrorCode::BadSignature);
+    assert_eq!(snapshot(&w), before, "nothing changes");
+    // The real request is still answered as before.
+    let again = w.ask(withdraw);
+    assert_eq!(
+        again.envelope.to_bytes().unwrap(),
+        first.envelope.to_bytes().unwrap()
+    );
+    w.audit_ok();
+}

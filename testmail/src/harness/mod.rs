@@ -544,6 +544,27 @@ impl TestServer {
         .await
     }
 
+    /// How many messages each of `folders` of `account` holds now (0 for a
+    /// folder that does not exist), counted with EXAMINE on one session:
+    /// no message is fetched, so it is cheap however full they are.
+    pub async fn counts(
+        &self,
+        account: &Account,
+        folders: &[&str],
+    ) -> Result<Vec<usize>, HarnessError> {
+        let addr = self.imap_addr();
+        with_timeout(format!("counting the mail of {}", account.address), async {
+            let mut session = imap::login(addr, &account.address, &account.password).await?;
+            let mut out = Vec::with_capacity(folders.len());
+            for f in folders {
+                out.push(imap::examine(&mut session, f).await?.map_or(0, |(n, _)| n) as usize);
+            }
+            imap::logout(session).await;
+            Ok(out)
+        })
+        .await
+    }
+
     /// Stops the embedded server and waits for it (the real servers are
     /// left running). Dropping a `TestServer` stops the embedded server
     /// too, without waiting.
