@@ -429,11 +429,21 @@ pub fn run(stage: &Stage, say: &Say, plan: &Plan) -> Result<Report> {
         f.clear();
     }
     let mut failed_commands = Vec::new();
+    let mut seen_killed = 0;
     for o in &outcomes {
         failed_commands.extend(o.failed.iter().cloned());
-        for _ in 0..o.killed {
-            *kills.entry(kill_key(Target::Wallet(0))).or_default() += 1;
-        }
+        seen_killed += o.killed;
+    }
+    // Every wallet command the chaos thread killed ended killed, as its
+    // worker saw it; a difference is a command that died otherwise.
+    let sent = kills
+        .get(&kill_key(Target::Wallet(0)))
+        .copied()
+        .unwrap_or(0);
+    if seen_killed != sent {
+        failed_commands.push(format!(
+            "{sent} wallet commands were killed, but the wallets saw {seen_killed} killed"
+        ));
     }
     say.line(&format!(
         "All {} operations ran in {:.1} s; settling: every wallet syncs until nothing is pending.",
