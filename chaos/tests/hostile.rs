@@ -49,4 +49,10 @@ fn every_hostile_mail_is_refused_or_quarantined_and_moves_no_value() {
             .any(|r| r.category.starts_with("burst") && r.sent >= 1_000),
         "the burst did not run"
     );
+    println!("{}", report.conservation);
+    assert!(
+        report.conservation.is_ok(),
+        "value not conserved across the deployment:\n{}",
+        report.conservation
+    );
 }

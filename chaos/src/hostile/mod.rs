@@ -130,11 +130,13 @@ pub struct Report {
     pub rows: Vec<Row>,
     pub setup_seconds: f64,
     pub corpus_seconds: f64,
+    /// The deployment-wide value-conservation check after the corpus.
+    pub conservation: crate::conservation::Report,
 }
 
 impl Report {
     pub fn ok(&self) -> bool {
-        self.rows.iter().all(Row::ok)
+        self.rows.iter().all(Row::ok) && self.conservation.is_ok()
     }
 
     /// The table, in Markdown.
@@ -307,13 +309,15 @@ pub fn run(opts: &Options) -> Result<Report> {
             ));
         }
     }
-    // The deployment-wide value-conservation check goes here:
-    // `crate::conservation::check` over `d` once it exists.
+    // Across the whole deployment, note by note: nothing the corpus did
+    // created or lost value anywhere, mail still unread included.
+    let conservation = d.conservation()?;
     let report = Report {
         server: opts.server,
         rows,
         setup_seconds,
         corpus_seconds: corpus_started.elapsed().as_secs_f64(),
+        conservation,
     };
     Ok(report)
 }
@@ -747,6 +751,10 @@ pub fn main(opts: &Options) -> Result<bool> {
         report.corpus_seconds
     );
     print!("{}", report.table());
+    print!(
+        "\nAcross the deployment, after the corpus:\n{}",
+        report.conservation
+    );
     if !report.ok() {
         bail!("some categories failed (see the table)");
     }
