@@ -18,9 +18,9 @@
 #![no_main]
 #![allow(clippy::panic, clippy::expect_used)] // a broken invariant must crash
 
-use emoney_fuzz::{rechain, resign, NoteInput, NoteWorld};
+use emoney_fuzz::{prepared_note, NoteInput, NoteWorld};
 use libfuzzer_sys::fuzz_target;
-use mailer::limits::{MAX_CHAIN, MAX_ENVELOPE_BYTES};
+use mailer::limits::MAX_ENVELOPE_BYTES;
 use mailer::note::{
     verify_bundle, verify_signatures, walk_chain, BundleError, Expect, Note, NoteError,
     SignatureCheck,
@@ -37,25 +37,9 @@ fuzz_target!(|data: &[u8]| {
     let Some(input) = NoteInput::parse(data) else {
         return;
     };
-    let Ok(mut note) = mailer::cbor::from_slice::<Note>(input.note, MAX_ENVELOPE_BYTES) else {
+    let Some(note) = prepared_note(&input) else {
         return;
     };
-    if note.links.len() > MAX_CHAIN * 2 {
-        return; // refused before any work; nothing more to learn
-    }
-    if input.has(emoney_fuzz::flag::RECHAIN) {
-        rechain(&mut note);
-    }
-    if input.has(emoney_fuzz::flag::RESIGN) {
-        if let Some(s) = resign(&note.issuance) {
-            note.issuance = s;
-        }
-        for link in &mut note.links {
-            if let Some(s) = resign(link) {
-                *link = s;
-            }
-        }
-    }
     // The note as it travels decodes to itself.
     let bytes = mailer::cbor::to_vec(&note).expect("a note encodes");
     let again: Note = mailer::cbor::from_slice(&bytes, MAX_ENVELOPE_BYTES).expect("decodes");

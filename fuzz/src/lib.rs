@@ -99,7 +99,8 @@ pub fn sample_by_id() -> &'static HashMap<Digest, Envelope> {
     BY_ID.get_or_init(|| samples().iter().map(|e| (e.id(), e.clone())).collect())
 }
 
-/// A protocol mail carrying `envelopes`, as `build_mail` writes it.
+/// A protocol mail carrying `envelopes`, as `build_mail` writes it (with a
+/// fixed boundary).
 pub fn mail_of(envelopes: Vec<Envelope>, n: u8, auto_reply: bool) -> Vec<u8> {
     let first = envelopes
         .first()
@@ -120,7 +121,15 @@ pub fn mail_of(envelopes: Vec<Envelope>, n: u8, auto_reply: bool) -> Vec<u8> {
         envelopes,
         auto_reply,
     };
-    build_mail(&mail).expect("build sample mail")
+    let raw = build_mail(&mail).expect("build sample mail");
+    // lettre draws a random boundary: fix it, so the seeds are the same on
+    // every run.
+    let text = String::from_utf8(raw).expect("a built mail is ASCII");
+    let start = text.find("boundary=\"").expect("a multipart mail") + "boundary=\"".len();
+    let len = text[start..].find('"').expect("a quoted boundary");
+    let boundary = text[start..start + len].to_string();
+    text.replace(&boundary, &format!("emoney-fuzz-boundary-{n:03}"))
+        .into_bytes()
 }
 
 // ---------------------------------------------------------------------------
@@ -205,8 +214,9 @@ pub mod flag {
     /// Re-sign every envelope whose signer the testkit knows, over the bytes
     /// as they are, so that mutated bodies get past the signature checks.
     pub const RESIGN: u8 = 1;
-    /// Set each link's parent to the state before it (then re-sign it), so
-    /// that mutated chains get past the chain check.
+    /// Make each link continue the chain (its parent the state before it,
+    /// its signer that state's holder, re-signed: see [`rechain`]), so that
+    /// mutated chains get past the chain checks.
     pub const RECHAIN: u8 = 2;
     /// The policy takes expired notes (the issuer's, on deposit).
     pub const ACCEPT_EXPIRED: u8 = 4;
@@ -324,6 +334,31 @@ impl<'a> NoteInput<'a> {
     }
 }
 
+/// The note of a `note` input, decoded as a payment's notes are and then
+/// repaired as its flags say ([`rechain`], then [`resign`]). `None` when it
+/// does not decode, or carries so many links that verification refuses it
+/// before any work.
+pub fn prepared_note(input: &NoteInput<'_>) -> Option<Note> {
+    let mut note: Note = mailer::cbor::from_slice(input.note, MAX_ENVELOPE_BYTES).ok()?;
+    if note.links.len() > MAX_CHAIN * 2 {
+        return None;
+    }
+    if input.has(flag::RECHAIN) {
+        rechain(&mut note);
+    }
+    if input.has(flag::RESIGN) {
+        if let Some(s) = resign(&note.issuance) {
+            note.issuance = s;
+        }
+        for link in &mut note.links {
+            if let Some(s) = resign(link) {
+                *link = s;
+            }
+        }
+    }
+    Some(note)
+}
+
 /// Re-signs `signed` with the testkit key of its signer, over its body
 /// bytes as they are (nothing re-encoded). `None` when the signer is not a
 /// testkit key.
@@ -334,23 +369,27 @@ pub fn resign<T: Body>(signed: &Signed<T>) -> Option<Signed<T>> {
     Signed::from_envelope(sealed).ok()
 }
 
-/// Makes each link's parent the state before it, re-signing the links it
-/// changes (when their signer is a testkit key).
+/// Makes each link continue the chain: its parent the state before it and
+/// its signer that state's holder, re-signing the links it changes with the
+/// holder's testkit key (a link whose holder is not a testkit key is left
+/// as it is).
 pub fn rechain(note: &mut Note) {
     let mut previous = note.issuance.id();
+    let mut holder = note.issuance.unverified().holder;
     for link in note.links.iter_mut().take(MAX_CHAIN + 1) {
-        if link.unverified().parent != previous {
+        if link.unverified().parent != previous || link.signer() != &holder {
             let body = Link {
                 parent: previous,
                 ..link.unverified().clone()
             };
-            if let Some(key) = Keys::get().secret_of(link.signer()) {
+            if let Some(key) = Keys::get().secret_of(&holder) {
                 if let Ok(s) = Signed::sign(body, key) {
                     *link = s;
                 }
             }
         }
         previous = link.id();
+        holder = link.unverified().payee;
     }
 }
 
