@@ -251,4 +251,7 @@ fn refused_notes(dir: &Path) {
         0,
         &link(&base, 12, 11, 1_000, NOW),
     );
+    // Paid to card 11 against challenge 11: expected against challenge 12.
+    let bytes = NoteInput::encode(paid(0), 11, 12, (0, 0), 0, &one);
+    write(dir, "seed-edge-wrong-challenge", &bytes);
 }
