@@ -89,6 +89,40 @@ pub fn handle_mail(
 const AGENT_HANDLES: &str =
     "it answers quote-request, offer-acceptance, first-payment and second-payment-request";
 
+/// The message, or why the agent refuses it unread: an envelope that does
+/// not decode, a kind it does not know, a request meant for an issuer.
+/// What the agent never takes is refused with a signed reason, so that the
+/// sender learns why (the wallet part would drop it silently).
+fn decode_for_agent(env: &Envelope) -> Result<Message, Refusal> {
+    match Message::decode(env.clone()) {
+        Err(e) => Err(Refusal::new(
+            ErrorCode::for_envelope(&e),
+            format!("{e}; the request was not read"),
+        )),
+        Ok(Message::Unknown(_)) => Err(Refusal::new(
+            ErrorCode::UnknownKind,
+            format!(
+                "the agent does not know the message kind {:?}; {AGENT_HANDLES}",
+                env.kind()
+            ),
+        )),
+        Ok(
+            Message::LicenseRequest(_)
+            | Message::RevocationListRequest(_)
+            | Message::EnrollRequest(_)
+            | Message::WithdrawRequest(_)
+            | Message::Deposit(_),
+        ) => Err(Refusal::new(
+            ErrorCode::NotForUs,
+            format!(
+                "a {} is for an issuer, not an exchange agent; {AGENT_HANDLES}",
+                env.kind()
+            ),
+        )),
+        Ok(m) => Ok(m),
+    }
+}
+
 fn handle_envelope(
     conn: &Connection,
     agent: &Agent,
@@ -110,80 +144,33 @@ fn handle_envelope(
                 .unwrap_or([0; 8]),
         )
     };
-    if let Some(stored) = store::decided(conn, &id)? {
-        // The id does not cover the signature: a copy of a decided request
-        // with a forged signature is refused, not answered as the original.
-        if env.verify().is_err() {
-            let refusal = Refusal::new(
-                ErrorCode::BadSignature,
-                "the signature does not verify; the request was not read",
-            );
-            send_error(
-                conn,
-                agent,
-                thread,
-                Some(&env),
-                &refusal,
-                unrecorded_n(),
-                now,
-            )?;
-            return Ok(Outcome::Ignored(format!("refused: {}", refusal.reason)));
-        }
-        return replay(conn, agent, thread, &env, stored, now);
-    }
-    // What the agent never takes is refused with a signed reason, so that
-    // the sender learns why (the wallet part would drop it silently).
-    let not_ours = match Message::decode(env.clone()) {
-        Err(e) => Some(Refusal::new(
-            ErrorCode::for_envelope(&e),
-            format!("{e}; the request was not read"),
-        )),
-        Ok(Message::Unknown(_)) => Some(Refusal::new(
-            ErrorCode::UnknownKind,
-            format!(
-                "the agent does not know the message kind {:?}; {AGENT_HANDLES}",
-                env.kind()
-            ),
-        )),
-        Ok(
-            Message::LicenseRequest(_)
-            | Message::RevocationListRequest(_)
-            | Message::EnrollRequest(_)
-            | Message::WithdrawRequest(_)
-            | Message::Deposit(_),
-        ) => Some(Refusal::new(
-            ErrorCode::NotForUs,
-            format!(
-                "a {} is for an issuer, not an exchange agent; {AGENT_HANDLES}",
-                env.kind()
-            ),
-        )),
-        Ok(_) => None,
-    };
-    if let Some(refusal) = not_ours {
+    // A signed error that is not recorded: the same request may be sent
+    // again and be read then.
+    let refuse_unrecorded = |refusal: &Refusal| -> Result<Outcome, AgentError> {
         send_error(
             conn,
             agent,
             thread,
             Some(&env),
-            &refusal,
+            refusal,
             unrecorded_n(),
             now,
         )?;
-        return Ok(Outcome::Ignored(format!("refused: {}", refusal.reason)));
-    }
-    let message = match Message::decode(env.clone()) {
+        Ok(Outcome::Ignored(format!("refused: {}", refusal.reason)))
+    };
+    // The id does not cover the signature: a copy of a decided request
+    // with a forged signature is refused, not answered as the original.
+    let read = match store::decided(conn, &id)? {
+        Some(_) if env.verify().is_err() => Err(Refusal::new(
+            ErrorCode::BadSignature,
+            "the signature does not verify; the request was not read",
+        )),
+        Some(stored) => return replay(conn, agent, thread, &env, stored, now),
+        None => decode_for_agent(&env),
+    };
+    let message = match read {
         Ok(m) => m,
-        // Not the agent's to read: the wallet says why it is not used.
-        Err(_) => {
-            return Ok(wallet::handler::handle_envelope(
-                conn,
-                &agent.wallet,
-                thread,
-                env,
-                now,
-            )?)
-        }
+        Err(refusal) => return refuse_unrecorded(&refusal),
     };
     let cx = Cx {
         conn,
@@ -234,18 +221,7 @@ fn handle_envelope(
             }
             Ok(Outcome::Ignored(format!("refused: {}", refusal.reason)))
         }
-        Answer::Unrecorded(refusal) => {
-            send_error(
-                conn,
-                agent,
-                thread,
-                Some(&env),
-                &refusal,
-                unrecorded_n(),
-                now,
-            )?;
-            Ok(Outcome::Ignored(format!("refused: {}", refusal.reason)))
-        }
+        Answer::Unrecorded(refusal) => refuse_unrecorded(&refusal),
         Answer::Withheld => Ok(Outcome::Done),
     }
 }

@@ -17,7 +17,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, ExitStatus};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -27,7 +27,6 @@ use anyhow::{bail, ensure, Context as _, Result};
 use demo::cast::{not_interrupted, Daemon, Party, Stage};
 use demo::story::{self, Agent, Float, Issuer, Say};
 use serde_json::{json, Value};
-use testmail::harness::{Account, ServerKind};
 use testmail::SmtpStage;
 
 use crate::conservation;
@@ -962,29 +961,12 @@ fn check_transfers(stage: &Stage, cast: &Cast) -> Result<usize> {
 
 /// The conservation checker over every home and the mail still unread.
 fn conserved(stage: &Stage, cast: &Cast) -> Result<conservation::Report> {
-    let issuers: Vec<PathBuf> = cast
-        .issuers
-        .iter()
-        .map(|i| lock(i).party.home.clone())
-        .collect();
+    let issuers: Vec<_> = cast.issuers.iter().map(lock).collect();
     let agent = lock(&cast.agent);
-    let homes = conservation::Homes {
-        issuers,
-        agent: Some(agent.party.home.clone()),
-        wallets: cast.wallets.iter().map(|w| w.home.clone()).collect(),
-    };
-    let mut accounts: Vec<&Account> = cast.wallets.iter().map(|w| w.account.as_ref()).collect();
-    let issuer_accounts: Vec<std::sync::Arc<Account>> = cast
-        .issuers
-        .iter()
-        .map(|i| std::sync::Arc::clone(&lock(i).party.account))
-        .collect();
-    accounts.extend(issuer_accounts.iter().map(|a| a.as_ref()));
-    accounts.push(agent.party.account.as_ref());
-    let unread = stage
-        .rt
-        .block_on(conservation::unhandled_mail(&stage.server, &accounts))?;
-    conservation::check(&homes, &unread)
+    let mut parties: Vec<&Party> = issuers.iter().map(|i| &i.party).collect();
+    parties.push(&agent.party);
+    parties.extend(cast.wallets.iter());
+    conservation::check_cast(stage, &parties)
 }
 
 /// A seed from the clock, for a run that was not given one.
@@ -993,14 +975,6 @@ pub fn fresh_seed() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     Rng(t.as_nanos() as u64 ^ u64::from(std::process::id())).next()
-}
-
-/// `ServerKind` in words, for the report.
-pub fn server_name(kind: ServerKind) -> &'static str {
-    match kind {
-        ServerKind::Embedded => "testmail (embedded)",
-        ServerKind::Real => "Postfix + Dovecot",
-    }
 }
 
 #[cfg(test)]

@@ -51,24 +51,9 @@ wallet does, which party is killed when, which mail fault).")]
     Hostile(HostileArgs),
 }
 
+/// Where a run happens: the mail server, its folder, the programs.
 #[derive(Debug, Args)]
-struct HostileArgs {
-    /// Which mail server to run on.
-    #[arg(long, value_enum, default_value = "embedded")]
-    server: Server,
-    /// Keep the deployment (homes, logs, mail) in this folder.
-    #[arg(long, value_name = "DIR")]
-    keep: Option<PathBuf>,
-    /// The folder holding issuer, agent and wallet (default: beside chaos).
-    #[arg(long, value_name = "DIR")]
-    bin_dir: Option<PathBuf>,
-    /// Mails in the burst.
-    #[arg(long, default_value_t = 1_000)]
-    burst: usize,
-}
-
-#[derive(Debug, Args)]
-struct Common {
+struct Place {
     /// Which mail server to run on.
     #[arg(long, value_enum, default_value = "embedded")]
     server: Server,
@@ -78,6 +63,21 @@ struct Common {
     /// The folder holding issuer, agent and wallet (default: beside chaos).
     #[arg(long, value_name = "DIR")]
     bin_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct HostileArgs {
+    #[command(flatten)]
+    place: Place,
+    /// Mails in the burst.
+    #[arg(long, default_value_t = 1_000)]
+    burst: usize,
+}
+
+#[derive(Debug, Args)]
+struct Common {
+    #[command(flatten)]
+    place: Place,
     /// Do not build the programs first (under cargo they are built).
     #[arg(long)]
     no_build: bool,
@@ -125,8 +125,8 @@ fn main() -> ExitCode {
 /// The folder a run works in: kept where asked, else a temporary one that
 /// is kept only if the run fails.
 fn stage(common: &Common) -> Result<(Stage, Option<tempfile::TempDir>)> {
-    let bins = Bins::find(common.bin_dir.clone(), !common.no_build)?;
-    let (dir, temp) = match &common.keep {
+    let bins = Bins::find(common.place.bin_dir.clone(), !common.no_build)?;
+    let (dir, temp) = match &common.place.keep {
         Some(d) => {
             std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
             (d.clone(), None)
@@ -139,16 +139,16 @@ fn stage(common: &Common) -> Result<(Stage, Option<tempfile::TempDir>)> {
             (t.path().to_path_buf(), Some(t))
         }
     };
-    Ok((Stage::new(bins, dir, common.server.kind())?, temp))
+    Ok((Stage::new(bins, dir, common.place.server.kind())?, temp))
 }
 
 fn run(cli: &Cli) -> Result<bool> {
     match &cli.command {
         Command::Campaign(a) => campaign(a),
         Command::Hostile(h) => chaos::hostile::main(&chaos::hostile::Options {
-            server: h.server.kind(),
-            dir: h.keep.clone(),
-            bins: h.bin_dir.clone(),
+            server: h.place.server.kind(),
+            dir: h.place.keep.clone(),
+            bins: h.place.bin_dir.clone(),
             burst: h.burst,
         }),
     }

@@ -98,12 +98,35 @@ pub fn due(
     now: Timestamp,
     limit: usize,
 ) -> Result<Vec<QueuedMail>, OutboxError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, message_id, sender, recipient, raw, attempts FROM mail_outbox
-         WHERE state = 'pending' AND next_attempt_at <= ?1
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    queued(
+        conn,
+        "WHERE state = 'pending' AND next_attempt_at <= ?1
          ORDER BY next_attempt_at, id LIMIT ?2",
-    )?;
-    let rows = stmt.query_map(params![now.unix() as i64, limit as i64], |r| {
+        params![now.unix() as i64, limit],
+    )
+}
+
+/// Every pending mail, due or waiting for a retry, oldest first: what the
+/// outbox will still send.
+pub fn pending(conn: &Connection) -> Result<Vec<QueuedMail>, OutboxError> {
+    queued(
+        conn,
+        "WHERE state = 'pending' ORDER BY next_attempt_at, id",
+        params![],
+    )
+}
+
+/// The outbox rows that `tail` (a WHERE clause and an order) selects.
+fn queued(
+    conn: &Connection,
+    tail: &str,
+    params: &[&dyn rusqlite::ToSql],
+) -> Result<Vec<QueuedMail>, OutboxError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT id, message_id, sender, recipient, raw, attempts FROM mail_outbox {tail}"
+    ))?;
+    let rows = stmt.query_map(params, |r| {
         Ok((
             r.get::<_, i64>(0)?,
             r.get::<_, String>(1)?,
@@ -319,6 +342,8 @@ mod tests {
         begin_attempt(&conn, due_now[0].id, NOW.saturating_add_secs(60)).unwrap();
         // Not due again until the retry time: a crash now cannot loop.
         assert_eq!(due(&conn, NOW, 10).unwrap().len(), 1);
+        // Still pending all the same: the outbox will send it.
+        assert_eq!(pending(&conn).unwrap().len(), 2);
         let later = due(&conn, NOW.saturating_add_secs(60), 10).unwrap();
         let first = later.iter().find(|m| m.id == due_now[0].id).unwrap();
         assert_eq!(first.attempts, 1);
@@ -333,6 +358,7 @@ mod tests {
             }
         );
         assert_eq!(next_due(&conn).unwrap(), None);
+        assert!(pending(&conn).unwrap().is_empty());
         let rows = list(&conn).unwrap();
         assert_eq!(rows[1].last_error.as_deref(), Some("550 no such user"));
     }

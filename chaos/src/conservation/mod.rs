@@ -74,6 +74,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use anyhow::Result;
+use demo::cast::{Party, Program, Stage};
 
 /// Where each party of a deployment keeps its state.
 #[derive(Clone, Debug, Default)]
@@ -270,6 +271,34 @@ impl fmt::Display for Report {
 pub fn check(homes: &Homes, unhandled_mail: &[Vec<u8>]) -> Result<Report> {
     let facts = read::read(homes, unhandled_mail)?;
     Ok(tally::tally(facts))
+}
+
+/// The homes of a cast, each party's by the program it runs.
+pub fn homes_of(parties: &[&Party]) -> Homes {
+    let mut homes = Homes::default();
+    for p in parties {
+        match p.program {
+            Program::Issuer => homes.issuers.push(p.home.clone()),
+            Program::Agent => homes.agent = Some(p.home.clone()),
+            Program::Wallet => homes.wallets.push(p.home.clone()),
+        }
+    }
+    homes
+}
+
+/// [`check`] over every party of a cast: their homes, and the mail still
+/// in each one's INBOX (a mailbox two parties share is read once).
+pub fn check_cast(stage: &Stage, parties: &[&Party]) -> Result<Report> {
+    let mut accounts: Vec<&testmail::harness::Account> = Vec::new();
+    for p in parties {
+        if !accounts.iter().any(|a| a.address == p.account.address) {
+            accounts.push(p.account.as_ref());
+        }
+    }
+    let unread = stage
+        .rt
+        .block_on(unhandled_mail(&stage.server, &accounts))?;
+    check(&homes_of(parties), &unread)
 }
 
 /// Every mail in the INBOX of each account (for [`check`]).

@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use mailer::crypto::{Digest, PublicKey};
 use mailer::envelope::Envelope;
 use mailer::messages::Message;
-use mailer::money::{Amount, Currency, Timestamp};
+use mailer::money::{Amount, Currency};
 use mailer::note::Note;
 use rusqlite::{Connection, OpenFlags};
 
@@ -108,17 +108,6 @@ fn names(paths: &[&PathBuf]) -> Vec<String> {
         .collect()
 }
 
-/// Every pending mail of an outbox (not yet sent, retries included).
-fn unsent(conn: &Connection) -> Result<Vec<mailer::outbox::QueuedMail>> {
-    // `due` at the end of time, without a limit (SQLite's LIMIT -1), is
-    // every pending row.
-    Ok(mailer::outbox::due(
-        conn,
-        Timestamp::from_unix(i64::MAX.unsigned_abs()),
-        usize::MAX,
-    )?)
-}
-
 /// The notes an envelope carries (none if it carries none, or is not a
 /// protocol message).
 pub(crate) fn notes_in(env: &Envelope) -> Vec<Note> {
@@ -171,7 +160,7 @@ pub(crate) fn read(homes: &Homes, unhandled_mail: &[Vec<u8>]) -> Result<Facts> {
 
     for s in &issuers {
         facts.issuers.push(read_books(s)?);
-        for m in unsent(&s.conn)? {
+        for m in mailer::outbox::pending(&s.conn)? {
             for note in notes_in_mail(&m.raw) {
                 facts.carried.push(Carried {
                     place: format!("{}'s outbox (to {})", s.name, m.recipient),
@@ -268,7 +257,7 @@ fn read_wallet(
             note: n.row.note,
         });
     }
-    for m in unsent(conn)? {
+    for m in mailer::outbox::pending(conn)? {
         for note in notes_in_mail(&m.raw) {
             facts.carried.push(Carried {
                 place: format!("{}'s outbox (to {})", w.name, m.recipient),

@@ -14,7 +14,7 @@ use mailer::money::{Amount, Currency};
 use mailer::note::{Issuance, Note};
 
 use super::forge::{self, in_secs, multipart, protocol_mail, sign, Part};
-use super::loot::Loot;
+use super::loot::{Keys, Loot};
 use super::{Case, Expect, Mail, Target};
 
 /// The addresses and keys a case needs besides the loot.
@@ -126,19 +126,31 @@ fn zero_signature(env: &Envelope) -> Result<Envelope> {
 
 /// `card` pays the whole of `note` to the issuer as a deposit by
 /// `account`, now.
-fn deposit_link(
+/// A JPY deposit of `note`, paid over to the issuer (`issuer`) by the card
+/// of `who` (a new link from the state it holds) and signed by its account
+/// key, with `licenses` for the cards in the note.
+fn deposit(
     note: &Note,
-    card: &CardSecret,
+    who: &Keys,
     issuer: &PublicKey,
-    account: &PublicKey,
-) -> Result<Note> {
-    Ok(note.pay(
-        &card.payment,
+    licenses: Vec<Signed<License>>,
+) -> Result<Envelope> {
+    let link = note.pay(
+        &who.card.payment,
         *issuer,
         note.held(),
-        Deposit::challenge_for(account),
+        Deposit::challenge_for(&who.account.public()),
         mailer::clock::now(),
-    )?)
+    )?;
+    sign(
+        Deposit {
+            request_id: Id::random(),
+            currency: Currency::JPY,
+            notes: vec![link],
+            licenses,
+        },
+        &who.account,
+    )
 }
 
 /// The licenses of alice's and bob's JPY cards (every card in bob's notes).
@@ -435,24 +447,11 @@ pub fn corpus(w: &World<'_>) -> Result<Vec<Case>> {
                         .notes
                         .first()
                         .context("mallory holds no note")?;
-                    let dep = deposit_link(
-                        note,
-                        &loot.mallory.card,
-                        &loot.jpy_key,
-                        &loot.mallory.account.public(),
-                    )?;
+                    let licenses = vec![loot.mallory.license.clone()];
                     protocol_mail(
                         s,
                         w.jpy,
-                        vec![sign(
-                            Deposit {
-                                request_id: Id::random(),
-                                currency: Currency::JPY,
-                                notes: vec![dep],
-                                licenses: vec![loot.mallory.license.clone()],
-                            },
-                            &loot.mallory.account,
-                        )?],
+                        vec![deposit(note, &loot.mallory, &loot.jpy_key, licenses)?],
                     )?
                 },
                 expect: Expect::Refused(vec![ErrorCode::Revoked]),
@@ -708,23 +707,7 @@ pub fn corpus(w: &World<'_>) -> Result<Vec<Case>> {
                 },
                 &loot.bob.card.auth,
             )?,
-            _ => {
-                let dep = deposit_link(
-                    &n,
-                    &loot.bob.card,
-                    &loot.jpy_key,
-                    &loot.bob.account.public(),
-                )?;
-                sign(
-                    Deposit {
-                        request_id: Id::random(),
-                        currency: Currency::JPY,
-                        notes: vec![dep],
-                        licenses: jpy_licenses(w),
-                    },
-                    &loot.bob.account,
-                )?
-            }
+            _ => deposit(&n, &loot.bob, &loot.jpy_key, jpy_licenses(w))?,
         };
         Ok((
             protocol_mail(s, w.addr(t), vec![env])?,
@@ -737,23 +720,14 @@ pub fn corpus(w: &World<'_>) -> Result<Vec<Case>> {
         {
             // bob deposited this note; his card signs it over to the
             // issuer again (a new link from the same state).
-            let dep = deposit_link(
-                bob_note,
-                &loot.bob.card,
-                &loot.jpy_key,
-                &loot.bob.account.public(),
-            )?;
             protocol_mail(
                 s,
                 w.jpy,
-                vec![sign(
-                    Deposit {
-                        request_id: Id::random(),
-                        currency: Currency::JPY,
-                        notes: vec![dep],
-                        licenses: jpy_licenses(w),
-                    },
-                    &loot.bob.account,
+                vec![deposit(
+                    bob_note,
+                    &loot.bob,
+                    &loot.jpy_key,
+                    jpy_licenses(w),
                 )?],
             )?
         },

@@ -111,23 +111,9 @@ impl Deployment {
     /// The conservation checker over every home and every party's
     /// unread mail (the stranger's mailbox holds only error replies).
     pub fn conservation(&self) -> Result<crate::conservation::Report> {
-        let homes = crate::conservation::Homes {
-            issuers: vec![self.jpy.party.home.clone(), self.usd.party.home.clone()],
-            agent: Some(self.agent.party.home.clone()),
-            wallets: self.wallets().iter().map(|w| w.home.clone()).collect(),
-        };
-        let mut accounts: Vec<&Account> =
-            self.wallets().iter().map(|w| w.account.as_ref()).collect();
-        accounts.extend([
-            self.jpy.party.account.as_ref(),
-            self.usd.party.account.as_ref(),
-            self.agent.party.account.as_ref(),
-        ]);
-        let unread = self.stage.rt.block_on(crate::conservation::unhandled_mail(
-            &self.stage.server,
-            &accounts,
-        ))?;
-        crate::conservation::check(&homes, &unread)
+        let mut parties = vec![&self.jpy.party, &self.usd.party, &self.agent.party];
+        parties.extend(self.wallets());
+        crate::conservation::check_cast(&self.stage, &parties)
     }
 
     /// Every daemon still running (an error naming the one that stopped,

@@ -251,28 +251,27 @@ pub fn run(opts: &Options) -> Result<Report> {
             *last = corpus::burst(&world, &corpus::stranger_key(), opts.burst)?;
         }
     }
+    let watch = |target, party: &demo::cast::Party, db, key| Watched {
+        target,
+        address: party.address().to_string(),
+        account: Arc::clone(&party.account),
+        db,
+        key,
+    };
     let watched = vec![
-        Watched {
-            target: Target::IssuerJpy,
-            address: d.jpy.party.address().to_string(),
-            account: Arc::clone(&d.jpy.party.account),
-            db: d.issuer_db(&d.jpy),
-            key: loot.jpy_key,
-        },
-        Watched {
-            target: Target::IssuerUsd,
-            address: d.usd.party.address().to_string(),
-            account: Arc::clone(&d.usd.party.account),
-            db: d.issuer_db(&d.usd),
-            key: loot.usd_key,
-        },
-        Watched {
-            target: Target::Agent,
-            address: d.agent.party.address().to_string(),
-            account: Arc::clone(&d.agent.party.account),
-            db: d.agent_db(),
-            key: loot.agent_key,
-        },
+        watch(
+            Target::IssuerJpy,
+            &d.jpy.party,
+            d.issuer_db(&d.jpy),
+            loot.jpy_key,
+        ),
+        watch(
+            Target::IssuerUsd,
+            &d.usd.party,
+            d.issuer_db(&d.usd),
+            loot.usd_key,
+        ),
+        watch(Target::Agent, &d.agent.party, d.agent_db(), loot.agent_key),
     ];
     sync_wallets(&d)?;
     let corpus_started = Instant::now();
